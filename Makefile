@@ -1,0 +1,24 @@
+# `make train` and `make test` set everything up on a fresh machine: a .venv with torch
+# (2.13.0 CPU, only where no torch is importable yet) and this project installed editable.
+VENV   ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup train test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install --quiet torch==2.13.0
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+train: setup
+	$(PYTHON) -m trainer $(ARGS)
+
+test: setup
+	$(PYTHON) -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

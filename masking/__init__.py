@@ -1,0 +1,21 @@
+"""Masking and corruption strategies for masked-diffusion (unmasking) training; depends on torch only."""
+
+from masking.base import MaskingResult, MaskingStrategy
+from masking.corruption import Corruption
+from masking.errors import MaskingConfigError
+from masking.random import RandomMasking
+from masking.registry import STRATEGIES, build_strategy
+from masking.span import SpanMasking
+from masking.sticky import StickyMasking
+
+__all__ = [
+    "STRATEGIES",
+    "Corruption",
+    "MaskingConfigError",
+    "MaskingResult",
+    "MaskingStrategy",
+    "RandomMasking",
+    "SpanMasking",
+    "StickyMasking",
+    "build_strategy",
+]

@@ -1,0 +1,59 @@
+"""Common interface of masking strategies: select positions, then corrupt them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from masking.corruption import Corruption
+from masking.errors import MaskingConfigError
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing tensors elementwise has no single truth value
+class MaskingResult:
+    corrupted: Tensor  # (B, T) long: the model input
+    mask: Tensor  # (B, T) bool: every selected position, including those left unchanged or randomised
+
+    def ratio(self) -> Tensor:
+        """Per-row fraction of selected positions, (B,) float on the input's device (no host sync)."""
+        return self.mask.float().mean(dim=1)
+
+
+class MaskingStrategy(ABC):
+    """Subclasses are frozen dataclasses; `corruption=None` turns every selected position into the mask id."""
+
+    corruption: Corruption | None
+
+    @abstractmethod
+    def select(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """(B, T) bool selection for the (B, T) token ids `x`."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Short parameter summary for console lines."""
+
+    def _check_corruption(self) -> None:
+        if self.corruption is not None and not isinstance(self.corruption, Corruption):
+            raise MaskingConfigError(
+                "corruption", "not a Corruption", "a Corruption, a mapping of its fields, or None", self.corruption
+            )
+
+    def _describe_corruption(self) -> str:
+        return "" if self.corruption is None else f" {self.corruption.describe()}"
+
+    def __call__(
+        self, x: Tensor, *, mask_id: int, base_vocab_size: int, generator: torch.Generator
+    ) -> MaskingResult:
+        if x.dim() != 2:
+            raise ValueError(f"expected token ids of shape (B, T), got {tuple(x.shape)}")
+        selected = self.select(x, generator)
+        if self.corruption is None:
+            corrupted = x.masked_fill(selected, mask_id)
+        else:
+            corrupted = self.corruption.apply(
+                x, selected, mask_id=mask_id, base_vocab_size=base_vocab_size, generator=generator
+            )
+        return MaskingResult(corrupted=corrupted, mask=selected)

@@ -1,0 +1,116 @@
+"""Window sampling and the background batch stream.
+
+Every batch is a pure function of (seed, stream, rank, step, micro-step): its generator is derived
+from those numbers, never from a shared global RNG. Prefetching therefore cannot change what the
+loop sees, and a resumed run draws exactly the batches the uninterrupted run would have drawn.
+"""
+
+import queue
+import threading
+from enum import IntEnum
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+class Stream(IntEnum):
+    """Independent random streams, so evaluation never disturbs the training batches."""
+
+    TRAIN = 0
+    EVAL_TRAIN = 1
+    VALIDATION = 2
+
+
+def generator_for(seed: int, stream: Stream, step: int, micro_step: int = 0, rank: int = 0) -> torch.Generator:
+    words = np.random.SeedSequence([seed, int(stream), rank, step, micro_step]).generate_state(2)
+    generator = torch.Generator()
+    generator.manual_seed(int(words[0]) << 32 | int(words[1]))
+    return generator
+
+
+class TokenWindows:
+    """Uniformly sampled windows of `length` tokens from one split (a memmap; never loaded whole)."""
+
+    def __init__(self, tokens: np.ndarray, length: int, paragraph_boundaries: bool = False, newline_id: int | None = None):
+        if len(tokens) <= length:
+            raise ValueError(f"split of {len(tokens)} tokens is too short for windows of {length}")
+        self.tokens, self.length = tokens, length
+        self.starts = None
+        if paragraph_boundaries and newline_id is not None:
+            self.starts = _paragraph_starts(tokens, length, newline_id)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        if self.starts is None:
+            starts = torch.randint(len(self.tokens) - self.length, (n,), generator=generator).numpy()
+        else:
+            starts = self.starts[torch.randint(len(self.starts), (n,), generator=generator).numpy()]
+        windows = self.tokens[starts[:, None] + np.arange(self.length)]
+        return torch.from_numpy(windows.astype(np.int64))
+
+
+def _paragraph_starts(tokens: np.ndarray, length: int, newline_id: int) -> np.ndarray | None:
+    """Start indices at double newlines (vectorised); None when the text has too few of them."""
+    data = np.asarray(tokens)
+    double = np.flatnonzero((data[:-1] == newline_id) & (data[1:] == newline_id))
+    double = double[double < len(data) - length]
+    return double if len(double) else None
+
+
+class BatchStream:
+    """Produces the training batches of steps start, start+1, ... in a background thread.
+
+    `make_batch(generator)` builds one CPU batch; the thread runs ahead by `depth` batches so data
+    preparation (window gathering, masking) overlaps the model's forward and backward passes.
+    """
+
+    def __init__(self, make_batch: Callable, seed: int, micro_steps: int, depth: int = 4, rank: int = 0):
+        self.make_batch, self.seed, self.micro_steps, self.rank = make_batch, seed, micro_steps, rank
+        self.depth = depth
+        self._thread: threading.Thread | None = None
+        self._expected: tuple[int, int] | None = None
+
+    def get(self, step: int, micro_step: int):
+        """The batch of (step, micro_step); restarts the producer if the loop jumped (resume, rollback)."""
+        if self.depth == 0:
+            return self._build(step, micro_step)
+        if self._expected != (step, micro_step):
+            self._start(step, micro_step)
+        key, batch = self._queue.get()
+        if isinstance(batch, BaseException):
+            raise batch
+        assert key == (step, micro_step)
+        self._expected = self._next_key(*key)
+        return batch
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            while self._thread.is_alive():
+                try:
+                    self._queue.get_nowait()  # unblock a producer waiting on a full queue
+                except queue.Empty:
+                    self._thread.join(timeout=0.05)
+            self._thread = None
+        self._expected = None
+
+    def _build(self, step: int, micro_step: int):
+        return self.make_batch(generator_for(self.seed, Stream.TRAIN, step, micro_step, self.rank))
+
+    def _next_key(self, step: int, micro_step: int) -> tuple[int, int]:
+        return (step, micro_step + 1) if micro_step + 1 < self.micro_steps else (step + 1, 0)
+
+    def _start(self, step: int, micro_step: int) -> None:
+        self.close()
+        self._queue: queue.Queue = queue.Queue(maxsize=self.depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=((step, micro_step),), daemon=True)
+        self._thread.start()
+
+    def _produce(self, key: tuple[int, int]) -> None:
+        try:
+            while not self._stop.is_set():
+                self._queue.put((key, self._build(*key)))
+                key = self._next_key(*key)
+        except BaseException as err:  # hand the failure to the loop instead of dying silently
+            self._queue.put((key, err))

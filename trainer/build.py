@@ -1,0 +1,157 @@
+"""Compose a validated config into a ready-to-run Trainer.
+
+Order matters for bad input: everything that can be rejected (config values, the corpus, the
+checkpoint to resume) is checked before the first file is written into the run directory.
+"""
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from models import GPT, GPTConfig
+from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
+from trainer.callbacks import CallbackList, JsonlLogger, StepReporter
+from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, load_checkpoint
+from trainer.config import ModeName, build_masking, validate
+from trainer.console import ConsoleLogger
+from trainer.corpus import PreparedCorpus, load_text, prepare
+from trainer.errors import CheckpointError, ConfigError, DataError
+from trainer.loop import Trainer
+from trainer.objectives import LanguageModelObjective, Objective, UnmaskingObjective
+from trainer.state import TrainState, restore_rng
+from trainer.vocab import Vocabulary
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: list[str] = ()) -> Trainer:
+    validate(cfg)
+    checkpoints = CheckpointDirectory(run_dir / "checkpoints", cfg.checkpoint.keep_last)
+    resumed = checkpoint_to_resume(cfg, checkpoints)
+    objective_window = cfg.block_size + (1 if cfg.mode.name == ModeName.language_model else 0)
+    corpus = prepare_corpus(cfg, objective_window)
+    vocab = corpus.vocab
+    device, autocast, dtype = choose_device(cfg)
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_config(cfg, vocab)).to(device)
+    if resumed is not None:
+        check_compatible(resumed, model, vocab)
+    objective = make_objective(cfg, vocab)
+    train_windows = TokenWindows(corpus.split("train"), objective_window, cfg.data.paragraph_boundaries, newline_id(vocab))
+    val_windows = TokenWindows(corpus.split("val"), objective_window, cfg.data.paragraph_boundaries, newline_id(vocab))
+
+    optimizer = torch.optim.AdamW(model.param_groups(cfg.optim.weight_decay), lr=cfg.optim.lr,
+                                  betas=tuple(cfg.optim.betas), fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    state = TrainState()
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scaler.load_state_dict(resumed["scaler"])
+        state.load_state_dict(resumed["state"])
+        restore_rng(resumed["rng"])
+    compiled = torch.compile(model) if cfg.system.compile else model
+
+    write_run_files(cfg, run_dir, overrides)
+    stream = BatchStream(lambda g: objective.make_batch(train_windows, cfg.batch_size, g),
+                         cfg.seed, cfg.gradient_accumulation_steps, depth=cfg.data.prefetch)
+    validation_set = [objective.make_batch(val_windows, cfg.batch_size, generator_for(cfg.seed, Stream.VALIDATION, k))
+                      .to(device) for k in range(cfg.eval_iters)]
+    trainer = Trainer(cfg=cfg, model=compiled, raw_model=model, objective=objective, stream=stream,
+                      train_windows=train_windows, validation_set=validation_set, optimizer=optimizer,
+                      scaler=scaler, autocast=autocast, device=device, checkpoints=checkpoints,
+                      callbacks=make_callbacks(cfg, run_dir, console, model), vocab=vocab, run_dir=run_dir,
+                      state=state)
+    if resumed is not None:
+        trainer.mark_resumed()
+    return trainer
+
+
+def checkpoint_to_resume(cfg: DictConfig, checkpoints: CheckpointDirectory) -> dict | None:
+    """The checkpoint named by `resume`, loaded; None for a fresh start."""
+    if cfg.resume == "none":
+        if checkpoints.latest() is not None:
+            raise ConfigError("resume", f"{checkpoints.directory.parent} already holds checkpoints of a run",
+                              "resume=auto to continue it, or another run_name for a new run")
+        return None
+    if cfg.resume == "auto":
+        latest = checkpoints.latest()
+        return load_checkpoint(latest) if latest is not None else None
+    return load_checkpoint(cfg.resume)
+
+
+def prepare_corpus(cfg: DictConfig, window: int) -> PreparedCorpus:
+    text = load_text(cfg.data.name, cfg.data.path)
+    val_chars = int(len(text) * cfg.data.val_fraction)
+    if min(val_chars, len(text) - val_chars) <= window:
+        raise DataError("data", f"a corpus of {len(text):,} characters gives a split of {val_chars:,} tokens, "
+                        f"too short for windows of {window}",
+                        f"a text with more than {int((window + 1) / cfg.data.val_fraction):,} characters, "
+                        "or a smaller block_size")
+    return prepare(text, cfg.data.cache_dir, cfg.data.val_fraction)
+
+
+def choose_device(cfg: DictConfig):
+    """(device, autocast context, compute dtype) from system.device and system.dtype."""
+    wanted = cfg.system.device.value
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("system.device", "cuda was asked for but no CUDA device is available", "auto, cpu")
+    device = torch.device("cuda" if wanted == "auto" and torch.cuda.is_available() else
+                          "cpu" if wanted == "auto" else wanted)
+    if cfg.system.threads:
+        torch.set_num_threads(cfg.system.threads)
+    dtype_name = cfg.system.dtype.value
+    if dtype_name == "auto":
+        dtype_name = "float32" if device.type == "cpu" else (
+            "bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    dtype = getattr(torch, dtype_name)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    autocast = nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
+    return device, autocast, dtype
+
+
+def model_config(cfg: DictConfig, vocab: Vocabulary) -> GPTConfig:
+    m = cfg.model
+    return GPTConfig(vocab_size=vocab.size, block_size=cfg.block_size, n_layer=m.n_layer, n_head=m.n_head,
+                     n_embd=m.n_embd, dropout=m.dropout, bias=m.bias, attention=cfg.mode.attention.value,
+                     positions=m.positions.value, rope_base=m.rope_base)
+
+
+def check_compatible(payload: dict, model: GPT, vocab: Vocabulary) -> None:
+    differences = architecture_mismatch(payload["architecture"], model.config.architecture())
+    if differences:
+        raise CheckpointError("resume", "the checkpoint's architecture differs from the config: " + ", ".join(differences),
+                              "a checkpoint of the configured architecture, or matching model.* overrides")
+    if Vocabulary.from_dict(payload["vocab"]) != vocab:
+        raise CheckpointError("resume", "the checkpoint was trained on another vocabulary than this corpus",
+                              "the data the checkpoint was trained on")
+
+
+def make_objective(cfg: DictConfig, vocab: Vocabulary) -> Objective:
+    if cfg.mode.name == ModeName.language_model:
+        return LanguageModelObjective()
+    return UnmaskingObjective(build_masking(cfg.masking, "masking"), vocab)
+
+
+def newline_id(vocab: Vocabulary) -> int | None:
+    return vocab.chars.index("\n") if "\n" in vocab.chars else None
+
+
+def make_callbacks(cfg: DictConfig, run_dir: Path, console: Console, model: GPT) -> CallbackList:
+    callbacks = [StepReporter(cfg.log_interval, model.estimate_flops_per_token(), cfg.system.peak_flops)]
+    if cfg.logger.console is not None:
+        callbacks.append(ConsoleLogger(console, cfg.logger.console.progress_bar))
+    if cfg.logger.jsonl is not None:
+        callbacks.append(JsonlLogger(run_dir / cfg.logger.jsonl.filename))
+    return CallbackList(callbacks)
+
+
+def write_run_files(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
+    """The resolved config and the command-line overrides, as Hydra would write them to .hydra/."""
+    hydra_dir = run_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, hydra_dir / "config.yaml", resolve=True)
+    OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")

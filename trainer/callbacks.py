@@ -1,0 +1,92 @@
+"""Hooks the loop calls, and the loggers built on them (console, metrics.jsonl).
+
+The loop hands over device tensors; only `StepReporter` reads them, and only at log steps, so
+steps in between run without a host sync.
+"""
+
+import json
+import time
+from pathlib import Path
+
+from models import estimate_mfu
+
+
+class Callback:
+    """Every hook is optional; a subclass overrides the ones it needs."""
+
+    def on_train_start(self, trainer) -> None:
+        """Before the first step (also after a resume)."""
+
+    def on_step_end(self, trainer, metrics) -> None:
+        """After each optimizer step; `metrics` holds device tensors."""
+
+    def on_log(self, trainer, record: dict) -> None:
+        """Every `log_interval` steps, with host-side numbers."""
+
+    def on_eval(self, trainer, record: dict) -> None:
+        """After each evaluation."""
+
+    def on_checkpoint(self, trainer, path: Path, is_best: bool) -> None:
+        """After a checkpoint was written."""
+
+    def on_train_end(self, trainer) -> None:
+        """After the final evaluation and checkpoint."""
+
+
+class CallbackList:
+    def __init__(self, callbacks: list[Callback]):
+        self.callbacks = callbacks
+
+    def __getattr__(self, hook: str):
+        def dispatch(*args, **kwargs):
+            for callback in self.callbacks:
+                getattr(callback, hook)(*args, **kwargs)
+        return dispatch
+
+
+class StepReporter(Callback):
+    """Turns the step's device metrics into a host-side record every `log_interval` steps."""
+
+    def __init__(self, log_interval: int, flops_per_token: float, peak_flops: float):
+        self.log_interval, self.flops_per_token, self.peak_flops = log_interval, flops_per_token, peak_flops
+
+    def on_train_start(self, trainer) -> None:
+        self._mark(trainer.state.step)
+
+    def on_eval(self, trainer, record: dict) -> None:
+        # evaluation time is not training throughput
+        self._mark(trainer.state.step)
+
+    def on_step_end(self, trainer, metrics) -> None:
+        step = trainer.state.step
+        if step % self.log_interval and step != trainer.cfg.max_iters:
+            return
+        # The one host sync of a log step: loss and gradient norm together.
+        loss, grad_norm = (t.item() for t in (metrics.loss, metrics.grad_norm))
+        seconds = (time.perf_counter() - self._since) / max(1, step - self._since_step)
+        tokens_per_second = trainer.tokens_per_step / seconds
+        record = {"step": step, "train/loss": loss, "lr": trainer.optimizer.param_groups[0]["lr"],
+                  "grad_norm": grad_norm, "ms_per_step": 1000 * seconds, "tokens_per_second": tokens_per_second,
+                  "mfu": estimate_mfu(self.flops_per_token, tokens_per_second, self.peak_flops)}
+        trainer.callbacks.on_log(trainer, record)
+        self._mark(step)
+
+    def _mark(self, step: int) -> None:
+        self._since, self._since_step = time.perf_counter(), step
+
+
+class JsonlLogger(Callback):
+    """One JSON object per log or eval line in the run directory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, trainer, record: dict) -> None:
+        self._write(record)
+
+    def on_eval(self, trainer, record: dict) -> None:
+        self._write({"step": trainer.state.step, **record, "lr": trainer.lr})
+
+    def _write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")

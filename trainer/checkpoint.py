@@ -1,0 +1,82 @@
+"""Checkpoint files: atomic writes, keep-last rotation plus `best.pt`, safe loading.
+
+A checkpoint holds only plain data (tensors, numbers, strings, lists, dicts), so it loads with
+`torch.load(weights_only=True)` and never needs a pickled class of this package.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from trainer.errors import CheckpointError
+
+_STEP_FILE = re.compile(r"^ckpt_(\d+)\.pt$")
+BEST = "best.pt"
+
+
+class CheckpointDirectory:
+    def __init__(self, directory: Path, keep_last: int):
+        self.directory, self.keep_last = Path(directory), keep_last
+
+    def save(self, payload: dict, step: int, is_best: bool) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"ckpt_{step:07d}.pt"
+        _atomic_save(payload, path)
+        if is_best:
+            # A hard link costs no second write; the rename keeps `best.pt` always complete.
+            staging = self.directory / f".{BEST}.tmp"
+            staging.unlink(missing_ok=True)
+            os.link(path, staging)
+            os.replace(staging, self.directory / BEST)
+        self._rotate()
+        return path
+
+    def step_files(self) -> list[Path]:
+        """This run's step checkpoints, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _STEP_FILE.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def latest(self) -> Path | None:
+        files = self.step_files()
+        return files[-1] if files else None
+
+    def _rotate(self) -> None:
+        for old in self.step_files()[:-self.keep_last]:
+            old.unlink()
+
+
+def _atomic_save(payload: dict, path: Path) -> None:
+    """Write to a temporary file and rename it: a crash mid-write never leaves a torn checkpoint."""
+    staging = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, staging)
+    os.replace(staging, path)
+
+
+def load_checkpoint(path: str | Path, key: str = "resume") -> dict:
+    """Load a checkpoint on the CPU with `weights_only=True`; CheckpointError for a bad file."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        latest = CheckpointDirectory(path, keep_last=1).latest()
+        if latest is None:
+            raise CheckpointError(key, f"{path} holds no checkpoint", "a checkpoint file or a folder with ckpt_*.pt")
+        path = latest
+    if not path.is_file():
+        raise CheckpointError(key, f"{path} does not exist", "none, auto, or the path of a checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file fails in many ways; all mean "corrupt"
+        raise CheckpointError(key, f"{path} is not a readable checkpoint ({err.__class__.__name__})",
+                              "a checkpoint written by this trainer") from None
+    if not isinstance(payload, dict) or "model" not in payload or "architecture" not in payload:
+        raise CheckpointError(key, f"{path} is not a checkpoint of this trainer", "a checkpoint written by this trainer")
+    return payload
+
+
+def architecture_mismatch(saved: dict, configured: dict) -> list[str]:
+    """`key: saved -> configured` for every architecture key that differs."""
+    keys = sorted(set(saved) | set(configured))
+    return [f"{k}: {saved.get(k)} -> {configured.get(k)}" for k in keys if saved.get(k) != configured.get(k)]

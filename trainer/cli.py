@@ -1,0 +1,74 @@
+"""`python -m trainer`: compose the config with Hydra, build the Trainer, train.
+
+Bad input ends with one line on stderr and exit code 2, before anything is written: Hydra's own
+composition errors (unknown option, misspelt key) are caught around Hydra, ours inside the job.
+"""
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+
+from trainer.build import build_trainer
+from trainer.config import register_schemas
+from trainer.errors import UserError
+
+EXIT_BAD_INPUT = 2
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def train(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    console = Console(stderr=False)
+    try:
+        trainer = build_trainer(cfg, run_dir, console, hydra_cfg.overrides.task)
+    except UserError as err:
+        _remove_if_empty(run_dir)
+        fail(str(err))
+    console.print(f"run directory: {run_dir}", highlight=False)
+    trainer.fit()
+    return trainer.state.best_val_loss
+
+
+def main() -> None:
+    register_schemas()
+    # Let composition errors reach us instead of Hydra's multi-line report, so they become one line.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        train()
+    except (HydraException, OmegaConfBaseException) as err:
+        fail(one_line(err))
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def one_line(err: Exception) -> str:
+    """Hydra's and OmegaConf's multi-line messages, shortened to their first sentence with options."""
+    text = str(err)
+    options = getattr(err, "options", None)
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if missing and options:
+        return f"{missing.group(1)}={missing.group(2)} is not an option; allowed: {', '.join(options)}"
+    cause = err.__cause__
+    if cause is not None and isinstance(cause, OmegaConfBaseException):
+        text = f"{text.splitlines()[0]} {str(cause).splitlines()[0]}"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()
+                    and not line.startswith(("full_key", "object_type", "reference_type")))
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Hydra creates the run directory before the job starts; a rejected job leaves none behind."""
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()

@@ -1,0 +1,214 @@
+"""Config schemas (registered with Hydra's ConfigStore) and the cross-field rules in `validate`.
+
+The schemas make a misspelt key fail when Hydra composes the config; `validate` catches what a
+type cannot express (ranges, combinations) and raises `ConfigError` with one readable line.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+import masking
+from trainer.errors import ConfigError
+
+
+class ModeName(Enum):
+    language_model = "language_model"
+    unmasking = "unmasking"
+
+
+class Attention(Enum):
+    causal = "causal"
+    bidirectional = "bidirectional"
+
+
+class Positions(Enum):
+    rope = "rope"
+    learned = "learned"
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class DType(Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Schedule(Enum):
+    cosine = "cosine"
+    constant = "constant"
+
+
+@dataclass
+class ModeConfig:
+    name: ModeName = MISSING
+    attention: Attention = MISSING
+
+
+@dataclass
+class CorruptionConfig:
+    """BERT-style corruption of the selected positions; the rest stay unchanged."""
+
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+
+
+@dataclass
+class MaskingConfig:
+    """One masking strategy. Only the fields of the chosen `type` are set; the others stay null."""
+
+    type: str = MISSING
+    target_masked_ratio: Optional[float] = None  # sticky
+    p1_probability: Optional[float] = None  # sticky
+    p2_probability: Optional[float] = None  # sticky
+    max_masked_ratio: Optional[float] = None  # random
+    spans_count: Optional[int] = None  # span
+    corruption: Optional[CorruptionConfig] = None
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+    positions: Positions = Positions.rope
+    rope_base: float = 10000.0
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    path: Optional[str] = None
+    cache_dir: str = MISSING
+    val_fraction: float = 0.1
+    paragraph_boundaries: bool = False
+    prefetch: int = 4
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    warmup_iters: int = 100
+    lr_decay_iters: Optional[int] = None  # null: decay until max_iters
+    schedule: Schedule = Schedule.cosine
+
+
+@dataclass
+class SystemConfig:
+    device: Device = Device.auto
+    dtype: DType = DType.auto
+    compile: bool = False
+    peak_flops: float = 312e12  # for MFU; A100 bf16 dense peak
+    threads: Optional[int] = None  # torch intra-op threads on CPU; null: torch's default
+
+
+@dataclass
+class ConsoleLoggerConfig:
+    progress_bar: bool = True
+
+
+@dataclass
+class JsonlLoggerConfig:
+    filename: str = "metrics.jsonl"
+
+
+@dataclass
+class LoggerConfig:
+    console: Optional[ConsoleLoggerConfig] = None
+    jsonl: Optional[JsonlLoggerConfig] = None
+
+
+@dataclass
+class CheckpointConfig:
+    keep_last: int = 2
+
+
+@dataclass
+class Config:
+    mode: ModeConfig = MISSING
+    masking: MaskingConfig = MISSING
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    optim: OptimConfig = MISSING
+    system: SystemConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    run_name: str = MISSING
+    seed: int = 1337
+    max_iters: int = 1000
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    batch_size: int = 32
+    block_size: int = 128
+    gradient_accumulation_steps: int = 1
+    resume: str = "none"  # none | auto | <path to a checkpoint>
+
+
+def register_schemas() -> None:
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check what the schema cannot: ranges and combinations. Raises ConfigError."""
+    for key in ("max_iters", "eval_interval", "eval_iters", "log_interval", "batch_size",
+                "block_size", "gradient_accumulation_steps"):
+        minimum = 0 if key == "max_iters" else 1
+        if cfg[key] < minimum:
+            raise ConfigError(key, f"{cfg[key]} is too small", f"an integer >= {minimum}")
+    _check_range("optim.lr", cfg.optim.lr, 0, None, "a number > 0", open_low=True)
+    _check_range("optim.min_lr", cfg.optim.min_lr, 0, cfg.optim.lr, f"a number in [0, optim.lr={cfg.optim.lr}]")
+    _check_range("optim.grad_clip", cfg.optim.grad_clip, 0, None, "a number >= 0 (0 disables clipping)")
+    _check_range("optim.warmup_iters", cfg.optim.warmup_iters, 0, None, "an integer >= 0")
+    _check_range("model.dropout", cfg.model.dropout, 0, 1, "a number in [0, 1)")
+    _check_range("data.val_fraction", cfg.data.val_fraction, 0, 1, "a number in (0, 1)", open_low=True)
+    if cfg.model.n_embd % cfg.model.n_head:
+        raise ConfigError("model.n_head", f"{cfg.model.n_head} does not divide model.n_embd={cfg.model.n_embd}",
+                          "a divisor of model.n_embd")
+    if cfg.checkpoint.keep_last < 1:
+        raise ConfigError("checkpoint.keep_last", f"{cfg.checkpoint.keep_last}", "an integer >= 1")
+    if cfg.mode.name == ModeName.unmasking:
+        build_masking(cfg.masking, "masking")
+
+
+def build_masking(node: Any, key: str) -> masking.MaskingStrategy:
+    """Turn a masking config node into a strategy; bad values become a ConfigError under `key`."""
+    params = {k: v for k, v in OmegaConf.to_container(node).items() if v is not None and k != "type"}
+    if "corruption" in params:
+        corruption = params.pop("corruption")
+        try:
+            params["corruption"] = masking.Corruption(**corruption)
+        except masking.MaskingConfigError as err:
+            raise ConfigError(f"{key}.corruption.{err.key}", str(err), err.allowed) from None
+    try:
+        return masking.build_strategy(node.type, **params)
+    except masking.MaskingConfigError as err:
+        raise ConfigError(f"{key}.{err.key}", _problem_of(err), err.allowed) from None
+
+
+def _problem_of(err: Exception) -> str:
+    text = str(err)
+    return text.split("; allowed:")[0]
+
+
+def _check_range(key, value, low, high, allowed, open_low=False):
+    too_low = value <= low if open_low else value < low
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        raise ConfigError(key, f"{value} is out of range", allowed)

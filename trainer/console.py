@@ -1,0 +1,68 @@
+"""The console: a rich progress bar (it/s, loss, lr, ETA), eval tables and one-line events.
+
+On a terminal the bar carries the running loss; when output goes to a file or CI log, each log
+step prints one plain line instead, so the log stays readable.
+"""
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from trainer.callbacks import Callback
+
+
+class ConsoleLogger(Callback):
+    def __init__(self, console: Console, progress_bar: bool = True):
+        self.console = console
+        self.live = progress_bar and console.is_terminal
+        self.progress: Progress | None = None
+
+    def on_train_start(self, trainer) -> None:
+        if not self.live:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[speed]} it/s"), TextColumn("loss {task.fields[loss]}"),
+            TextColumn("lr {task.fields[lr]}"), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.task = self.progress.add_task("train", total=trainer.cfg.max_iters, completed=trainer.state.step,
+                                           loss="-", lr="-", speed="-")
+        self.progress.start()
+
+    def on_step_end(self, trainer, metrics) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=trainer.state.step)
+
+    def on_log(self, trainer, record: dict) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, loss=f"{record['train/loss']:.4f}", lr=f"{record['lr']:.2e}",
+                                 speed=f"{1000 / record['ms_per_step']:.1f}")
+        else:
+            self.console.print(
+                f"step {record['step']:>6} | loss {record['train/loss']:.4f} | lr {record['lr']:.2e} | "
+                f"{record['ms_per_step']:.1f} ms/step | {record['tokens_per_second']:,.0f} tok/s | "
+                f"grad norm {record['grad_norm']:.3f}", highlight=False, soft_wrap=True)
+
+    def on_eval(self, trainer, record: dict) -> None:
+        table = Table(title=f"eval at step {trainer.state.step}", title_justify="left", show_header=False)
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in record.items():
+            table.add_row(name, f"{value:.4f}")
+        self.console.print(table)
+
+    def on_checkpoint(self, trainer, path: Path, is_best: bool) -> None:
+        note = " (new best)" if is_best else ""
+        self.console.print(f"saved checkpoint {path}{note}", highlight=False, soft_wrap=True)
+
+    def on_train_end(self, trainer) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        self.console.print(
+            f"done: {trainer.state.step} steps, best val loss {trainer.state.best_val_loss:.4f}\n"
+            f"  checkpoint: {trainer.last_checkpoint}\n"
+            f"  metrics:    {trainer.run_dir / 'metrics.jsonl'}", highlight=False, soft_wrap=True)

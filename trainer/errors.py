@@ -1,0 +1,28 @@
+"""User-facing failures. The entry point turns each into one line on stderr and exit code 2.
+
+Tracebacks are for bugs only: anything a user can cause by a config value, a path or a file
+raises one of these, naming the key and what is allowed.
+"""
+
+
+class UserError(Exception):
+    """A mistake in the input, reported as `key: problem; allowed: values`."""
+
+    def __init__(self, key: str, problem: str, allowed: str | None = None):
+        self.key, self.problem, self.allowed = key, problem, allowed
+        message = f"{key}: {problem}"
+        if allowed:
+            message += f"; allowed: {allowed}"
+        super().__init__(message)
+
+
+class ConfigError(UserError):
+    """A config value that is out of range or inconsistent with another."""
+
+
+class DataError(UserError):
+    """A corpus that is missing, unreadable or too short."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, corrupt or of another architecture."""

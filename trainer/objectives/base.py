@@ -1,0 +1,60 @@
+"""What every training objective provides: batches, a loss, and evaluation metrics."""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from trainer.batches import TokenWindows
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One micro-batch. Built on the CPU by the batch stream, moved to the device by the loop.
+
+    inputs:     (B, T) token ids fed to the model
+    targets:    the ids (or labels) the loss compares with: (B, T), or (N,) at `predict_at`
+    predict_at: flat indices b*T + t of the positions the loss covers (None: every position)
+    mask:       (B, T) bool, the selected positions of a masking strategy (None: no masking)
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    predict_at: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> "Batch":
+        non_blocking = device.type == "cuda"
+
+        def move(t):
+            if t is None:
+                return None
+            if non_blocking:
+                t = t.pin_memory()
+            return t.to(device, non_blocking=non_blocking)
+
+        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
+
+    @property
+    def num_targets(self) -> int:
+        """Known on the CPU side, so normalising by it costs no device sync."""
+        return self.targets.numel()
+
+
+class Objective(ABC):
+    """A training mode. Subclasses know how to build batches and score a model on them."""
+
+    #: the extra window length a batch needs (1 for next-token prediction)
+    window_extra = 0
+
+    @abstractmethod
+    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator) -> Batch:
+        """Build a CPU batch of `rows` samples from `windows`, drawing only from `generator`."""
+
+    @abstractmethod
+    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """The scalar training loss of `model` on `batch` (a device tensor; no host sync)."""
+
+    @abstractmethod
+    def evaluate(self, model: torch.nn.Module, batches: list[Batch]) -> dict[str, float]:
+        """Validation metrics over `batches`, keyed without the `val/` prefix ("loss", ...)."""
