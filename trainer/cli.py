@@ -7,6 +7,7 @@ composition errors (unknown option, misspelt key) are caught around Hydra, ours 
 import os
 import re
 import sys
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import hydra
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
+from trainer import config as config_schemas
 from trainer.build import build_trainer
 from trainer.config import register_schemas
 from trainer.errors import UserError
@@ -61,6 +63,12 @@ def one_line(err: Exception) -> str:
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if missing and options:
         return f"{missing.group(1)}={missing.group(2)} is not an option; allowed: {', '.join(options)}"
+    unknown = re.search(r"Key '([^']+)' not in '(\w+)'", f"{text} {err.__cause__}")
+    if unknown and is_dataclass(schema := getattr(config_schemas, unknown.group(2), None)):
+        keys = ", ".join(f.name for f in fields(schema))
+        overridden = re.search(r"Could not override '([^']+)'", text)
+        key = overridden.group(1) if overridden else unknown.group(1)
+        return f"{key}: no such key; allowed: {keys}"
     cause = err.__cause__
     if cause is not None and isinstance(cause, OmegaConfBaseException):
         text = f"{text.splitlines()[0]} {str(cause).splitlines()[0]}"

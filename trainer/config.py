@@ -176,8 +176,9 @@ def validate(cfg: DictConfig) -> None:
     _check_range("optim.min_lr", cfg.optim.min_lr, 0, cfg.optim.lr, f"a number in [0, optim.lr={cfg.optim.lr}]")
     _check_range("optim.grad_clip", cfg.optim.grad_clip, 0, None, "a number >= 0 (0 disables clipping)")
     _check_range("optim.warmup_iters", cfg.optim.warmup_iters, 0, None, "an integer >= 0")
-    _check_range("model.dropout", cfg.model.dropout, 0, 1, "a number in [0, 1)")
-    _check_range("data.val_fraction", cfg.data.val_fraction, 0, 1, "a number in (0, 1)", open_low=True)
+    _check_range("model.dropout", cfg.model.dropout, 0, 1, "a number in [0, 1)", open_high=True)
+    _check_range("data.val_fraction", cfg.data.val_fraction, 0, 1, "a number in (0, 1)", open_low=True,
+                 open_high=True)
     if cfg.model.n_embd % cfg.model.n_head:
         raise ConfigError("model.n_head", f"{cfg.model.n_head} does not divide model.n_embd={cfg.model.n_embd}",
                           "a divisor of model.n_embd")
@@ -195,20 +196,19 @@ def build_masking(node: Any, key: str) -> masking.MaskingStrategy:
         try:
             params["corruption"] = masking.Corruption(**corruption)
         except masking.MaskingConfigError as err:
-            raise ConfigError(f"{key}.corruption.{err.key}", str(err), err.allowed) from None
+            raise ConfigError(f"{key}.corruption.{err.key}", _problem_of(err), err.allowed) from None
     try:
         return masking.build_strategy(node.type, **params)
     except masking.MaskingConfigError as err:
         raise ConfigError(f"{key}.{err.key}", _problem_of(err), err.allowed) from None
 
 
-def _problem_of(err: Exception) -> str:
-    text = str(err)
-    return text.split("; allowed:")[0]
+def _problem_of(err: masking.MaskingConfigError) -> str:
+    return err.reason if err.value is masking.errors.NO_VALUE else f"{err.reason} (got {err.value!r})"
 
 
-def _check_range(key, value, low, high, allowed, open_low=False):
+def _check_range(key, value, low, high, allowed, open_low=False, open_high=False):
     too_low = value <= low if open_low else value < low
-    too_high = high is not None and value > high
+    too_high = high is not None and (value >= high if open_high else value > high)
     if too_low or too_high:
         raise ConfigError(key, f"{value} is out of range", allowed)

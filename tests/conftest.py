@@ -1,0 +1,66 @@
+"""Shared fixtures: a small generated corpus, a private data cache, and in-process training runs."""
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from rich.console import Console
+
+from trainer.build import build_trainer
+from trainer.cli import CONF_DIR
+from trainer.config import register_schemas
+
+WORDS = ("the king queen my lord good night come go speak love death time sword crown heart "
+         "what shall will not and to of in is it thou thee thy art hath doth").split()
+
+
+def generated_text(chars: int, seed: int = 0) -> str:
+    """Sentence-like text with real structure (words, punctuation, paragraphs) to learn from."""
+    rng = random.Random(seed)
+    lines = []
+    while sum(map(len, lines)) < chars:
+        speaker = rng.choice(["KING", "QUEEN", "LORD"])
+        verse = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9)))
+        lines.append(f"{speaker}:\n{verse.capitalize()}{rng.choice('.,!?')}\n\n")
+    return "".join(lines)[:chars]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory):
+    """Keep prepared corpora of the tests away from the user's cache."""
+    path = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("UNMASKING_LAB_CACHE", str(path))
+    yield path
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(generated_text(60_000))
+    return path
+
+
+def compose_config(overrides: list[str]):
+    register_schemas()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return compose(config_name="config", overrides=overrides)
+
+
+TINY_RUN = ["model=tiny", "system=cpu", "batch_size=8", "block_size=32", "eval_iters=2", "log_interval=5",
+            "optim.warmup_iters=5", "optim.lr=3e-3", "data.prefetch=2"]
+
+
+def tiny_overrides(corpus_file: Path, *extra: str) -> list[str]:
+    return ["data=text", f"data.path={corpus_file}", *TINY_RUN, *extra]
+
+
+def train(run_dir: Path, overrides: list[str]):
+    """Build and run a trainer in-process; returns it and what it printed."""
+    out = io.StringIO()
+    trainer = build_trainer(compose_config(overrides), run_dir, Console(file=out, width=200), overrides)
+    trainer.fit()
+    return trainer, out.getvalue()

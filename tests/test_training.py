@@ -1,0 +1,92 @@
+"""End-to-end runs of the Trainer, in-process on a small generated corpus."""
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import tiny_overrides, train
+from trainer.checkpoint import load_checkpoint
+from trainer.errors import CheckpointError, ConfigError
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["language_model", "unmasking"])
+def test_each_mode_learns(tmp_path, corpus_file, mode):
+    trainer, printed = train(tmp_path, tiny_overrides(corpus_file, f"mode={mode}", "max_iters=60", "eval_interval=30"))
+    evals = [r for r in read_metrics(tmp_path) if "val/loss" in r]
+    assert [r["step"] for r in evals] == [0, 30, 60]
+    assert evals[-1]["val/loss"] < 0.8 * evals[0]["val/loss"]
+    assert trainer.state.best_val_loss == min(r["val/loss"] for r in evals)
+    logs = [r for r in read_metrics(tmp_path) if "val/loss" not in r]
+    assert [r["step"] for r in logs] == list(range(5, 61, 5))
+    assert all(r["train/loss"] > 0 and r["lr"] > 0 for r in logs)
+    assert str(tmp_path / "metrics.jsonl") in printed
+
+
+def test_unmasking_eval_reports_spec_metrics(tmp_path, corpus_file):
+    trainer, _ = train(tmp_path, tiny_overrides(corpus_file, "max_iters=10", "eval_interval=10",
+                                   "masking.target_masked_ratio=0.25"))
+    final = [r for r in read_metrics(tmp_path) if "val/loss" in r][-1]
+    for key in ("val/p_correct", "val/model_vs_random", "val/accuracy", "val/snr_mean", "val/snr_median"):
+        assert key in final
+    # sticky masking: exactly ceil(0.25 * 32) = 8 masks in every row
+    assert final["val/mask_ratio_min"] == final["val/mask_ratio_max"] == pytest.approx(8 / 32)
+    assert final["val/model_vs_random"] == pytest.approx(final["val/p_correct"] * trainer.vocab.size, rel=1e-4)
+
+
+def test_checkpoints_rotate_keep_best_and_load_weights_only(tmp_path, corpus_file):
+    train(tmp_path, tiny_overrides(corpus_file, "max_iters=40", "eval_interval=10", "checkpoint.keep_last=2"))
+    ckpt_dir = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.glob("ckpt_*.pt")) == ["ckpt_0000030.pt", "ckpt_0000040.pt"]
+    assert not list(ckpt_dir.glob(".*tmp"))
+    payload = torch.load(ckpt_dir / "ckpt_0000040.pt", weights_only=True)
+    assert payload["state"]["step"] == 40
+    assert payload["config"]["max_iters"] == 40
+    assert payload["vocab"]["mask_id"] == payload["vocab"]["base_size"]
+    best = torch.load(ckpt_dir / "best.pt", weights_only=True)
+    assert best["state"]["best_val_loss"] == payload["state"]["best_val_loss"]
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, corpus_file):
+    """2N steps in one run == N steps, then resume=auto for N more (same losses and parameters)."""
+    common = ("model.dropout=0.1", "eval_interval=10", "optim.lr_decay_iters=40", "gradient_accumulation_steps=2")
+    straight, _ = train(tmp_path / "a", tiny_overrides(corpus_file, "max_iters=40", *common))
+    train(tmp_path / "b", tiny_overrides(corpus_file, "max_iters=20", *common))
+    resumed, printed = train(tmp_path / "b", tiny_overrides(corpus_file, "max_iters=40", "resume=auto", *common))
+    losses = lambda run: [(r["step"], r["train/loss"]) for r in read_metrics(tmp_path / run) if r["step"] > 20]
+    assert losses("a") == losses("b")
+    for (name, a), b in zip(straight.raw_model.state_dict().items(), resumed.raw_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_auto_without_checkpoint_starts_fresh(tmp_path, corpus_file):
+    trainer, _ = train(tmp_path, tiny_overrides(corpus_file, "max_iters=5", "eval_interval=5", "resume=auto"))
+    assert trainer.state.step == 5
+
+
+def test_fresh_run_refuses_a_directory_with_checkpoints(tmp_path, corpus_file):
+    train(tmp_path, tiny_overrides(corpus_file, "max_iters=5", "eval_interval=5"))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match="resume=auto"):
+        train(tmp_path, tiny_overrides(corpus_file, "max_iters=5", "eval_interval=5"))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_resume_rejects_another_architecture(tmp_path, corpus_file):
+    train(tmp_path / "a", tiny_overrides(corpus_file, "max_iters=5", "eval_interval=5"))
+    checkpoint = tmp_path / "a" / "checkpoints" / "ckpt_0000005.pt"
+    with pytest.raises(CheckpointError, match="n_layer: 2 -> 3"):
+        train(tmp_path / "b", tiny_overrides(corpus_file, "max_iters=10", f"resume={checkpoint}", "model.n_layer=3"))
+    assert not (tmp_path / "b").exists()
+
+
+def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path):
+    bad = tmp_path / "ckpt_0000001.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
