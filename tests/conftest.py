@@ -50,7 +50,7 @@ def compose_config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-TINY_RUN = ["model=tiny", "system=cpu", "batch_size=8", "block_size=32", "eval_iters=2", "log_interval=5",
+TINY_RUN = ["model=tiny", "stages=single", "system=cpu", "batch_size=8", "block_size=32", "eval_iters=2", "log_interval=5",
             "optim.warmup_iters=5", "optim.lr=3e-3", "data.prefetch=2"]
 
 

@@ -60,26 +60,27 @@ def _paragraph_starts(tokens: np.ndarray, length: int, newline_id: int) -> np.nd
 class BatchStream:
     """Produces the training batches of steps start, start+1, ... in a background thread.
 
-    `make_batch(generator)` builds one CPU batch; the thread runs ahead by `depth` batches so data
-    preparation (window gathering, masking) overlaps the model's forward and backward passes.
+    `make_batch(generator, stage)` builds one CPU batch for a curriculum stage; the thread runs
+    ahead by `depth` batches so data preparation (window gathering, masking) overlaps the model's
+    forward and backward passes. A stage change restarts it, like a jump in steps does.
     """
 
     def __init__(self, make_batch: Callable, seed: int, micro_steps: int, depth: int = 4, rank: int = 0):
         self.make_batch, self.seed, self.micro_steps, self.rank = make_batch, seed, micro_steps, rank
         self.depth = depth
         self._thread: threading.Thread | None = None
-        self._expected: tuple[int, int] | None = None
+        self._expected: tuple[int, int, int] | None = None
 
-    def get(self, step: int, micro_step: int):
-        """The batch of (step, micro_step); restarts the producer if the loop jumped (resume, rollback)."""
+    def get(self, step: int, micro_step: int, stage: int = 0):
+        """The batch of (step, micro_step) at `stage`; restarts the producer if the loop jumped."""
         if self.depth == 0:
-            return self._build(step, micro_step)
-        if self._expected != (step, micro_step):
-            self._start(step, micro_step)
+            return self._build(step, micro_step, stage)
+        if self._expected != (step, micro_step, stage):
+            self._start(step, micro_step, stage)
         key, batch = self._queue.get()
         if isinstance(batch, BaseException):
             raise batch
-        assert key == (step, micro_step)
+        assert key == (step, micro_step, stage)
         self._expected = self._next_key(*key)
         return batch
 
@@ -94,20 +95,22 @@ class BatchStream:
             self._thread = None
         self._expected = None
 
-    def _build(self, step: int, micro_step: int):
-        return self.make_batch(generator_for(self.seed, Stream.TRAIN, step, micro_step, self.rank))
+    def _build(self, step: int, micro_step: int, stage: int):
+        return self.make_batch(generator_for(self.seed, Stream.TRAIN, step, micro_step, self.rank), stage)
 
-    def _next_key(self, step: int, micro_step: int) -> tuple[int, int]:
-        return (step, micro_step + 1) if micro_step + 1 < self.micro_steps else (step + 1, 0)
+    def _next_key(self, step: int, micro_step: int, stage: int) -> tuple[int, int, int]:
+        if micro_step + 1 < self.micro_steps:
+            return step, micro_step + 1, stage
+        return step + 1, 0, stage
 
-    def _start(self, step: int, micro_step: int) -> None:
+    def _start(self, step: int, micro_step: int, stage: int) -> None:
         self.close()
         self._queue: queue.Queue = queue.Queue(maxsize=self.depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, args=((step, micro_step),), daemon=True)
+        self._thread = threading.Thread(target=self._produce, args=((step, micro_step, stage),), daemon=True)
         self._thread.start()
 
-    def _produce(self, key: tuple[int, int]) -> None:
+    def _produce(self, key: tuple[int, int, int]) -> None:
         try:
             while not self._stop.is_set():
                 self._queue.put((key, self._build(*key)))

@@ -17,6 +17,7 @@ from trainer.callbacks import CallbackList, JsonlLogger, StepReporter
 from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, load_checkpoint
 from trainer.config import ModeName, build_masking, validate
 from trainer.console import ConsoleLogger
+from trainer.curriculum import Curriculum, Stage
 from trainer.corpus import PreparedCorpus, load_text, prepare
 from trainer.errors import CheckpointError, ConfigError, DataError
 from trainer.loop import Trainer
@@ -37,7 +38,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     model = GPT(model_config(cfg, vocab)).to(device)
     if resumed is not None:
         check_compatible(resumed, model, vocab)
-    objective = make_objective(cfg, vocab)
+    curriculum = make_curriculum(cfg) if cfg.mode.name == ModeName.unmasking else None
+    objective = make_objective(cfg, vocab, curriculum)
     train_windows = TokenWindows(corpus.split("train"), objective_window, cfg.data.paragraph_boundaries, newline_id(vocab))
     val_windows = TokenWindows(corpus.split("val"), objective_window, cfg.data.paragraph_boundaries, newline_id(vocab))
 
@@ -54,15 +56,16 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     compiled = torch.compile(model) if cfg.system.compile else model
 
     write_run_files(cfg, run_dir, overrides)
-    stream = BatchStream(lambda g: objective.make_batch(train_windows, cfg.batch_size, g),
+    stream = BatchStream(lambda generator, stage: objective.make_batch(train_windows, cfg.batch_size, generator, stage),
                          cfg.seed, cfg.gradient_accumulation_steps, depth=cfg.data.prefetch)
-    validation_set = [objective.make_batch(val_windows, cfg.batch_size, generator_for(cfg.seed, Stream.VALIDATION, k))
-                      .to(device) for k in range(cfg.eval_iters)]
+    # Its own generator: the validation set is the same whatever the training stream has drawn.
+    validation_set = [batch.to(device) for batch in objective.validation_set(
+        val_windows, cfg.eval_iters * cfg.batch_size, cfg.batch_size, generator_for(cfg.seed, Stream.VALIDATION, 0))]
     trainer = Trainer(cfg=cfg, model=compiled, raw_model=model, objective=objective, stream=stream,
                       train_windows=train_windows, validation_set=validation_set, optimizer=optimizer,
                       scaler=scaler, autocast=autocast, device=device, checkpoints=checkpoints,
                       callbacks=make_callbacks(cfg, run_dir, console, model), vocab=vocab, run_dir=run_dir,
-                      state=state)
+                      curriculum=curriculum, state=state)
     if resumed is not None:
         trainer.mark_resumed()
     return trainer
@@ -130,10 +133,24 @@ def check_compatible(payload: dict, model: GPT, vocab: Vocabulary) -> None:
                               "the data the checkpoint was trained on")
 
 
-def make_objective(cfg: DictConfig, vocab: Vocabulary) -> Objective:
+def make_objective(cfg: DictConfig, vocab: Vocabulary, curriculum: Curriculum | None) -> Objective:
     if cfg.mode.name == ModeName.language_model:
         return LanguageModelObjective()
-    return UnmaskingObjective(build_masking(cfg.masking, "masking"), vocab)
+    return UnmaskingObjective(curriculum, vocab)
+
+
+def make_curriculum(cfg: DictConfig) -> Curriculum:
+    """The `stages` group; `stages.train: null` is one stage made of the `masking` group."""
+    if cfg.stages.train is None:
+        train = [Stage(build_masking(cfg.masking, "masking"), patience=1)]
+    else:
+        train = make_stages(cfg.stages.train, "stages.train")
+    validation = train if cfg.stages.validation is None else make_stages(cfg.stages.validation, "stages.validation")
+    return Curriculum(train, validation, cfg.stages.mix.value)
+
+
+def make_stages(nodes, key: str) -> list[Stage]:
+    return [Stage(build_masking(node, f"{key}[{i}]"), node.val_loss_stale_count) for i, node in enumerate(nodes)]
 
 
 def newline_id(vocab: Vocabulary) -> int | None:

@@ -29,6 +29,9 @@ class Callback:
     def on_checkpoint(self, trainer, path: Path, is_best: bool) -> None:
         """After a checkpoint was written."""
 
+    def on_event(self, trainer, message: str, record: dict) -> None:
+        """Something the user should know about (a stage change, a recovery): a line and a record."""
+
     def on_train_end(self, trainer) -> None:
         """After the final evaluation and checkpoint."""
 
@@ -85,7 +88,12 @@ class JsonlLogger(Callback):
         self._write(record)
 
     def on_eval(self, trainer, record: dict) -> None:
-        self._write({"step": trainer.state.step, **record, "lr": trainer.lr})
+        state = trainer.state
+        self._write({"step": state.step, **record, "lr": trainer.lr,
+                     "stage/index": state.stage, "stage/stale_count": state.stale_count})
+
+    def on_event(self, trainer, message: str, record: dict) -> None:
+        self._write({"step": trainer.state.step, **record})
 
     def _write(self, record: dict) -> None:
         with self.path.open("a") as f:

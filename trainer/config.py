@@ -76,6 +76,26 @@ class MaskingConfig:
 
 
 @dataclass
+class StageConfig(MaskingConfig):
+    """A curriculum stage: a masking strategy plus its patience."""
+
+    val_loss_stale_count: int = 10  # evaluations without improvement before moving on
+
+
+class StageMix(Enum):
+    cumulative = "cumulative"  # at stage k, rows split evenly over stages 0..k
+    current = "current"  # stage k only
+    all = "all"  # every stage in every batch
+
+
+@dataclass
+class StagesConfig:
+    train: Optional[List[StageConfig]] = None  # null: one stage, the `masking` group's strategy
+    validation: Optional[List[StageConfig]] = None  # null: the training stages
+    mix: StageMix = StageMix.cumulative
+
+
+@dataclass
 class ModelConfig:
     n_layer: int = 4
     n_head: int = 4
@@ -143,6 +163,7 @@ class CheckpointConfig:
 class Config:
     mode: ModeConfig = MISSING
     masking: MaskingConfig = MISSING
+    stages: StagesConfig = MISSING
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
     optim: OptimConfig = MISSING
@@ -186,11 +207,23 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("checkpoint.keep_last", f"{cfg.checkpoint.keep_last}", "an integer >= 1")
     if cfg.mode.name == ModeName.unmasking:
         build_masking(cfg.masking, "masking")
+        for split in ("train", "validation"):
+            for index, stage in enumerate(cfg.stages[split] or []):
+                build_masking(stage, f"stages.{split}[{index}]")
+                if stage.val_loss_stale_count < 1:
+                    raise ConfigError(f"stages.{split}[{index}].val_loss_stale_count",
+                                      f"{stage.val_loss_stale_count} is too small", "an integer >= 1")
+        if cfg.stages.train is not None and not cfg.stages.train:
+            raise ConfigError("stages.train", "the list is empty", "a list of stages, or null for the masking group")
+
+
+NOT_MASKING_PARAMS = ("type", "val_loss_stale_count")
 
 
 def build_masking(node: Any, key: str) -> masking.MaskingStrategy:
     """Turn a masking config node into a strategy; bad values become a ConfigError under `key`."""
-    params = {k: v for k, v in OmegaConf.to_container(node).items() if v is not None and k != "type"}
+    params = {k: v for k, v in OmegaConf.to_container(node).items()
+              if v is not None and k not in NOT_MASKING_PARAMS}
     if "corruption" in params:
         corruption = params.pop("corruption")
         try:

@@ -4,11 +4,17 @@ On a terminal the bar carries the running loss; when output goes to a file or CI
 step prints one plain line instead, so the log stays readable.
 """
 
+import re
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+STAGE_KEY = re.compile(r"^val/stage_(\d+)_(\w+)$")
+STAGE_COLUMNS = {"loss": "loss", "accuracy": "top-1", "p_correct": "p(correct)", "snr_median": "snr median",
+                 "mask_ratio_mean": "mask ratio"}
 
 from trainer.callbacks import Callback
 
@@ -47,12 +53,14 @@ class ConsoleLogger(Callback):
                 f"grad norm {record['grad_norm']:.3f}", highlight=False, soft_wrap=True)
 
     def on_eval(self, trainer, record: dict) -> None:
-        table = Table(title=f"eval at step {trainer.state.step}", title_justify="left", show_header=False)
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for name, value in record.items():
-            table.add_row(name, f"{value:.4f}")
-        self.console.print(table)
+        overall = {k: v for k, v in record.items() if not STAGE_KEY.match(k)}
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in overall.items())
+        self.console.print(f"[bold]eval at step {trainer.state.step}[/bold]: {summary}", soft_wrap=True)
+        if trainer.curriculum is not None and len(trainer.curriculum.validation) > 1:
+            self.console.print(stage_table(record, trainer.curriculum, trainer.state.stage))
+
+    def on_event(self, trainer, message: str, record: dict) -> None:
+        self.console.print(f"[bold yellow]{message}[/bold yellow]", soft_wrap=True)
 
     def on_checkpoint(self, trainer, path: Path, is_best: bool) -> None:
         note = " (new best)" if is_best else ""
@@ -66,3 +74,17 @@ class ConsoleLogger(Callback):
             f"done: {trainer.state.step} steps, best val loss {trainer.state.best_val_loss:.4f}\n"
             f"  checkpoint: {trainer.last_checkpoint}\n"
             f"  metrics:    {trainer.run_dir / 'metrics.jsonl'}", highlight=False, soft_wrap=True)
+
+
+def stage_table(record: dict, curriculum, current: int) -> Table:
+    """One row per validation stage; the training stage in progress is marked."""
+    table = Table(title="validation stages", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table.add_column("stage", justify="right")
+    table.add_column("strategy")
+    for title in STAGE_COLUMNS.values():
+        table.add_column(title, justify="right")
+    for index, stage in enumerate(curriculum.validation):
+        marker = " *" if index == current and curriculum.validation is curriculum.train else ""
+        values = [record[f"val/stage_{index}_{key}"] for key in STAGE_COLUMNS]
+        table.add_row(f"{index}{marker}", stage.describe(), *(f"{v:.4f}" for v in values))
+    return table

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
 from trainer.callbacks import CallbackList
 from trainer.checkpoint import CheckpointDirectory
+from trainer.curriculum import Advance, Curriculum
 from trainer.objectives import Batch, Objective
 from trainer.schedule import learning_rate
 from trainer.state import TrainState, capture_rng
@@ -29,11 +30,13 @@ class Trainer:
                  objective: Objective, stream: BatchStream, train_windows: TokenWindows,
                  validation_set: list[Batch], optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                  autocast: AbstractContextManager, device: torch.device, checkpoints: CheckpointDirectory,
-                 callbacks: CallbackList, vocab: Vocabulary, run_dir: Path, state: TrainState | None = None):
+                 callbacks: CallbackList, vocab: Vocabulary, run_dir: Path, curriculum: Curriculum | None = None,
+                 state: TrainState | None = None):
         self.cfg, self.model, self.raw_model, self.objective = cfg, model, raw_model, objective
         self.stream, self.train_windows, self.validation_set = stream, train_windows, validation_set
         self.optimizer, self.scaler, self.autocast, self.device = optimizer, scaler, autocast, device
         self.checkpoints, self.callbacks, self.vocab, self.run_dir = checkpoints, callbacks, vocab, run_dir
+        self.curriculum = curriculum
         self.state = state or TrainState()
         self.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
         self.decay_iters = cfg.optim.lr_decay_iters or cfg.max_iters
@@ -62,7 +65,7 @@ class Trainer:
         accumulation = self.cfg.gradient_accumulation_steps
         total_loss = torch.zeros((), device=self.device)
         for micro_step in range(accumulation):
-            batch = self.stream.get(self.state.step, micro_step).to(self.device)
+            batch = self.stream.get(self.state.step, micro_step, self.state.stage).to(self.device)
             with self.autocast:
                 loss = self.objective.loss(self.model, batch) / accumulation
             # Backward per micro-batch: each has its own graph, freed before the next one is built.
@@ -103,10 +106,20 @@ class Trainer:
         is_best = metrics["val/loss"] < self.state.best_val_loss
         if is_best:
             self.state.best_val_loss = metrics["val/loss"]
+        advance = self.curriculum.after_eval(self.state, metrics["val/loss"]) if self.curriculum else None
         self.callbacks.on_eval(self, metrics)
+        if advance is not None:
+            self.announce(advance)
         if self.state.step > 0 or self.cfg.max_iters == 0:
             self.last_checkpoint = self.checkpoints.save(self.checkpoint_payload(), self.state.step, is_best)
             self.callbacks.on_checkpoint(self, self.last_checkpoint, is_best)
+
+    def announce(self, advance: Advance) -> None:
+        stage = self.curriculum.train[advance.stage]
+        self.callbacks.on_event(
+            self, f"stage {advance.previous} -> {advance.stage} ({stage.describe()}) after "
+                  f"{advance.stale_count} evaluations without a better val loss",
+            {"event": "stage_advance", "stage/index": advance.stage, "stage/stale_count": advance.stale_count})
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -121,7 +134,8 @@ class Trainer:
 
     def eval_train_batch(self, k: int) -> Batch:
         generator = generator_for(self.cfg.seed, Stream.EVAL_TRAIN, self.state.step, k)
-        return self.objective.make_batch(self.train_windows, self.cfg.batch_size, generator).to(self.device)
+        batch = self.objective.make_batch(self.train_windows, self.cfg.batch_size, generator, self.state.stage)
+        return batch.to(self.device)
 
     def mark_resumed(self) -> None:
         """The checkpoint being resumed was written right after this step's evaluation."""

@@ -13,6 +13,9 @@ class TrainState:
     step: int = 0  # the next optimizer step to run
     best_val_loss: float = math.inf
     tokens_seen: int = 0
+    stage: int = 0  # curriculum: the current training stage
+    stale_count: int = 0  # evaluations since the stage's best val loss
+    stage_best: float = math.inf  # best overall val loss within the current stage
 
     def state_dict(self) -> dict:
         return asdict(self)

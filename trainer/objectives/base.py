@@ -16,12 +16,14 @@ class Batch:
     targets:    the ids (or labels) the loss compares with: (B, T), or (N,) at `predict_at`
     predict_at: flat indices b*T + t of the positions the loss covers (None: every position)
     mask:       (B, T) bool, the selected positions of a masking strategy (None: no masking)
+    row_stage:  (B,) the curriculum stage each row was masked by (None: no curriculum)
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     predict_at: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    row_stage: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
         non_blocking = device.type == "cuda"
@@ -48,8 +50,14 @@ class Objective(ABC):
     window_extra = 0
 
     @abstractmethod
-    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator) -> Batch:
-        """Build a CPU batch of `rows` samples from `windows`, drawing only from `generator`."""
+    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0) -> Batch:
+        """Build a CPU training batch of `rows` samples at curriculum `stage`, drawing only from `generator`."""
+
+    def validation_set(self, windows: TokenWindows, samples: int, batch_size: int,
+                       generator: torch.Generator) -> list[Batch]:
+        """The fixed validation set: `samples` rows in batches of `batch_size`, built once."""
+        return [self.make_batch(windows, min(batch_size, samples - start), generator)
+                for start in range(0, samples, batch_size)]
 
     @abstractmethod
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
