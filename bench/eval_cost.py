@@ -50,8 +50,8 @@ def main() -> None:
         start = time.perf_counter()
         trainer.evaluate()
         eval_s = time.perf_counter() - start
-        trainer.stream.close()
-        samples = sum(b.inputs.size(0) for b in trainer.validation_set)
+        trainer.data.stream.close()
+        samples = sum(b.inputs.size(0) for b in trainer.data.validation_set)
 
     print(f"\nstages=canonical14 model={args.model} block={args.block_size} batch={args.batch_size} "
           f"eval_iters={args.eval_iters} ({samples} validation samples, device {trainer.device})")

@@ -22,8 +22,10 @@ class Stream(IntEnum):
     VALIDATION = 2
 
 
-def generator_for(seed: int, stream: Stream, step: int, micro_step: int = 0, rank: int = 0) -> torch.Generator:
-    words = np.random.SeedSequence([seed, int(stream), rank, step, micro_step]).generate_state(2)
+def generator_for(seed: int, stream: Stream, step: int, micro_step: int = 0, rank: int = 0,
+                  epoch: int = 0) -> torch.Generator:
+    """A fresh generator for one batch. `epoch` counts rollbacks, so re-run steps draw new batches."""
+    words = np.random.SeedSequence([seed, int(stream), rank, step, micro_step, epoch]).generate_state(2)
     generator = torch.Generator()
     generator.manual_seed(int(words[0]) << 32 | int(words[1]))
     return generator
@@ -62,25 +64,27 @@ class BatchStream:
 
     `make_batch(generator, stage)` builds one CPU batch for a curriculum stage; the thread runs
     ahead by `depth` batches so data preparation (window gathering, masking) overlaps the model's
-    forward and backward passes. A stage change restarts it, like a jump in steps does.
+    forward and backward passes. A stage change or a rollback (a new epoch) restarts it, like a
+    jump in steps does.
     """
 
     def __init__(self, make_batch: Callable, seed: int, micro_steps: int, depth: int = 4, rank: int = 0):
         self.make_batch, self.seed, self.micro_steps, self.rank = make_batch, seed, micro_steps, rank
         self.depth = depth
         self._thread: threading.Thread | None = None
-        self._expected: tuple[int, int, int] | None = None
+        self._expected: tuple[int, int, int, int] | None = None
 
-    def get(self, step: int, micro_step: int, stage: int = 0):
-        """The batch of (step, micro_step) at `stage`; restarts the producer if the loop jumped."""
+    def get(self, step: int, micro_step: int, stage: int = 0, epoch: int = 0):
+        """The batch of (step, micro_step) at `stage` and `epoch`; restarts the producer if the loop jumped."""
+        key = (step, micro_step, stage, epoch)
         if self.depth == 0:
-            return self._build(step, micro_step, stage)
-        if self._expected != (step, micro_step, stage):
-            self._start(step, micro_step, stage)
-        key, batch = self._queue.get()
+            return self._build(*key)
+        if self._expected != key:
+            self._start(key)
+        produced, batch = self._queue.get()
         if isinstance(batch, BaseException):
             raise batch
-        assert key == (step, micro_step, stage)
+        assert produced == key
         self._expected = self._next_key(*key)
         return batch
 
@@ -95,22 +99,23 @@ class BatchStream:
             self._thread = None
         self._expected = None
 
-    def _build(self, step: int, micro_step: int, stage: int):
-        return self.make_batch(generator_for(self.seed, Stream.TRAIN, step, micro_step, self.rank), stage)
+    def _build(self, step: int, micro_step: int, stage: int, epoch: int):
+        generator = generator_for(self.seed, Stream.TRAIN, step, micro_step, self.rank, epoch)
+        return self.make_batch(generator, stage)
 
-    def _next_key(self, step: int, micro_step: int, stage: int) -> tuple[int, int, int]:
+    def _next_key(self, step: int, micro_step: int, stage: int, epoch: int) -> tuple[int, int, int, int]:
         if micro_step + 1 < self.micro_steps:
-            return step, micro_step + 1, stage
-        return step + 1, 0, stage
+            return step, micro_step + 1, stage, epoch
+        return step + 1, 0, stage, epoch
 
-    def _start(self, step: int, micro_step: int, stage: int) -> None:
+    def _start(self, key: tuple[int, int, int, int]) -> None:
         self.close()
         self._queue: queue.Queue = queue.Queue(maxsize=self.depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, args=((step, micro_step, stage),), daemon=True)
+        self._thread = threading.Thread(target=self._produce, args=(key,), daemon=True)
         self._thread.start()
 
-    def _produce(self, key: tuple[int, int, int]) -> None:
+    def _produce(self, key: tuple[int, int, int, int]) -> None:
         try:
             while not self._stop.is_set():
                 self._queue.put((key, self._build(*key)))

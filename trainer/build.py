@@ -4,6 +4,7 @@ Order matters for bad input: everything that can be rejected (config values, the
 checkpoint to resume) is checked before the first file is written into the run directory.
 """
 
+import copy
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -12,24 +13,26 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from models import GPT, GPTConfig
+from stability import (Fault, FaultInjector, GradNormCheck, LogitsCheck, LossCheck, ParamsCheck, RecoveryPolicy,
+                       StabilityMonitor)
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
 from trainer.callbacks import CallbackList, JsonlLogger, StepReporter
 from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, load_checkpoint
-from trainer.config import ModeName, build_masking, validate
+from trainer.config import ModeName, build_masking, fault_kind, validate
 from trainer.console import ConsoleLogger
 from trainer.curriculum import Curriculum, Stage
 from trainer.corpus import PreparedCorpus, load_text, prepare
 from trainer.errors import CheckpointError, ConfigError, DataError
-from trainer.loop import Trainer
+from trainer.loop import Data, Trainer
+from trainer.recovery import Recovery
 from trainer.objectives import LanguageModelObjective, Objective, UnmaskingObjective
-from trainer.state import TrainState, restore_rng
 from trainer.vocab import Vocabulary
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: list[str] = ()) -> Trainer:
     validate(cfg)
     checkpoints = CheckpointDirectory(run_dir / "checkpoints", cfg.checkpoint.keep_last)
-    resumed = checkpoint_to_resume(cfg, checkpoints)
+    resumed, resumed_path = checkpoint_to_resume(cfg, checkpoints)
     objective_window = cfg.block_size + (1 if cfg.mode.name == ModeName.language_model else 0)
     corpus = prepare_corpus(cfg, objective_window)
     vocab = corpus.vocab
@@ -46,13 +49,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     optimizer = torch.optim.AdamW(model.param_groups(cfg.optim.weight_decay), lr=cfg.optim.lr,
                                   betas=tuple(cfg.optim.betas), fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    state = TrainState()
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scaler.load_state_dict(resumed["scaler"])
-        state.load_state_dict(resumed["state"])
-        restore_rng(resumed["rng"])
+    faults = FaultInjector([Fault(f.step, f.target.value, fault_kind(f.kind, "stability.inject"), f.repeat)
+                            for f in cfg.stability.inject])
+    stability = make_stability_monitor(cfg, model, scaler)
     compiled = torch.compile(model) if cfg.system.compile else model
 
     write_run_files(cfg, run_dir, overrides)
@@ -61,27 +60,32 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     # Its own generator: the validation set is the same whatever the training stream has drawn.
     validation_set = [batch.to(device) for batch in objective.validation_set(
         val_windows, cfg.eval_iters * cfg.batch_size, cfg.batch_size, generator_for(cfg.seed, Stream.VALIDATION, 0))]
-    trainer = Trainer(cfg=cfg, model=compiled, raw_model=model, objective=objective, stream=stream,
-                      train_windows=train_windows, validation_set=validation_set, optimizer=optimizer,
-                      scaler=scaler, autocast=autocast, device=device, checkpoints=checkpoints,
+    trainer = Trainer(cfg=cfg, model=compiled, raw_model=model, objective=objective,
+                      data=Data(stream, train_windows, validation_set), optimizer=optimizer, scaler=scaler,
+                      autocast=autocast, device=device, checkpoints=checkpoints,
                       callbacks=make_callbacks(cfg, run_dir, console, model), vocab=vocab, run_dir=run_dir,
-                      curriculum=curriculum, state=state)
+                      stability=stability, recovery=Recovery(make_policy(cfg)), faults=faults, curriculum=curriculum)
+    faults.attach(model, lambda: trainer.state.step)
+    stability.attach(model)  # after the faults, so the checks see what the faults did
     if resumed is not None:
-        trainer.mark_resumed()
+        trainer.snapshot = copy.deepcopy(resumed)  # the last good state until this run saves one
+        trainer.load_payload(resumed)
+        faults.load_state_dict(resumed.get("faults", []))
+        trainer.last_checkpoint = resumed_path
     return trainer
 
 
-def checkpoint_to_resume(cfg: DictConfig, checkpoints: CheckpointDirectory) -> dict | None:
-    """The checkpoint named by `resume`, loaded; None for a fresh start."""
+def checkpoint_to_resume(cfg: DictConfig, checkpoints: CheckpointDirectory) -> tuple[dict | None, Path | None]:
+    """The checkpoint named by `resume`, loaded, and its path; (None, None) for a fresh start."""
     if cfg.resume == "none":
         if checkpoints.latest() is not None:
             raise ConfigError("resume", f"{checkpoints.directory.parent} already holds checkpoints of a run",
                               "resume=auto to continue it, or another run_name for a new run")
-        return None
-    if cfg.resume == "auto":
-        latest = checkpoints.latest()
-        return load_checkpoint(latest) if latest is not None else None
-    return load_checkpoint(cfg.resume)
+        return None, None
+    path = checkpoints.latest() if cfg.resume == "auto" else Path(cfg.resume)
+    if path is None:
+        return None, None
+    return load_checkpoint(path), path
 
 
 def prepare_corpus(cfg: DictConfig, window: int) -> PreparedCorpus:
@@ -155,6 +159,20 @@ def make_stages(nodes, key: str) -> list[Stage]:
 
 def newline_id(vocab: Vocabulary) -> int | None:
     return vocab.chars.index("\n") if "\n" in vocab.chars else None
+
+
+def make_stability_monitor(cfg: DictConfig, model: GPT, scaler: torch.amp.GradScaler) -> StabilityMonitor:
+    checks = {c.value for c in cfg.stability.checks}
+    available = {"logits": LogitsCheck, "loss": LossCheck, "grad_norm": lambda: GradNormCheck(scaler.is_enabled()),
+                 "params": lambda: ParamsCheck(list(model.parameters()))}
+    return StabilityMonitor([make() for name, make in available.items() if name in checks],
+                            check_val_loss="val" in checks)
+
+
+def make_policy(cfg: DictConfig) -> RecoveryPolicy:
+    s = cfg.stability
+    return RecoveryPolicy(mode=s.policy.value, max_skips=s.max_skips, window=s.window, lr_backoff=s.lr_backoff,
+                          max_rollbacks=s.max_rollbacks)
 
 
 def make_callbacks(cfg: DictConfig, run_dir: Path, console: Console, model: GPT) -> CallbackList:

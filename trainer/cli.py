@@ -17,12 +17,14 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
+from stability import TrainingDiverged
 from trainer import config as config_schemas
 from trainer.build import build_trainer
 from trainer.config import register_schemas
 from trainer.errors import UserError
 
 EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
@@ -37,7 +39,11 @@ def train(cfg: DictConfig) -> float:
         _remove_if_empty(run_dir)
         fail(str(err))
     console.print(f"run directory: {run_dir}", highlight=False)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except TrainingDiverged as err:
+        print(f"error: training diverged: {err}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
     return trainer.state.best_val_loss
 
 

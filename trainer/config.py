@@ -4,6 +4,7 @@ The schemas make a misspelt key fail when Hydra composes the config; `validate` 
 type cannot express (ranges, combinations) and raises `ConfigError` with one readable line.
 """
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
@@ -95,6 +96,46 @@ class StagesConfig:
     mix: StageMix = StageMix.cumulative
 
 
+class CheckName(Enum):
+    logits = "logits"
+    loss = "loss"
+    grad_norm = "grad_norm"
+    params = "params"
+    val = "val"
+
+
+class FaultTarget(Enum):
+    logits = "logits"
+    loss = "loss"
+    grads = "grads"
+    params = "params"
+    val = "val"
+
+
+# `raise` is a Python keyword, hence the functional form.
+RecoveryMode = Enum("RecoveryMode", {"recover": "recover", "raise": "raise"})
+
+
+@dataclass
+class FaultConfig:
+    step: int = MISSING
+    target: FaultTarget = MISSING
+    kind: Any = "nan"  # nan | inf (Hydra reads a bare nan or inf as a float; both spellings work)
+    repeat: int = 1  # firings, from the first time training reaches `step`
+
+
+@dataclass
+class StabilityConfig:
+    checks: List[CheckName] = field(default_factory=lambda: [CheckName.logits, CheckName.loss,
+                                                             CheckName.grad_norm, CheckName.val])
+    policy: RecoveryMode = RecoveryMode["recover"]
+    max_skips: int = 3  # bad steps within `window` steps before rolling back
+    window: int = 50
+    lr_backoff: float = 0.5  # the learning rate is multiplied by this at every rollback
+    max_rollbacks: int = 3
+    inject: List[FaultConfig] = field(default_factory=list)
+
+
 @dataclass
 class ModelConfig:
     n_layer: int = 4
@@ -168,6 +209,7 @@ class Config:
     data: DataConfig = MISSING
     optim: OptimConfig = MISSING
     system: SystemConfig = MISSING
+    stability: StabilityConfig = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     run_name: str = MISSING
@@ -203,6 +245,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.n_embd % cfg.model.n_head:
         raise ConfigError("model.n_head", f"{cfg.model.n_head} does not divide model.n_embd={cfg.model.n_embd}",
                           "a divisor of model.n_embd")
+    _check_stability(cfg.stability)
     if cfg.checkpoint.keep_last < 1:
         raise ConfigError("checkpoint.keep_last", f"{cfg.checkpoint.keep_last}", "an integer >= 1")
     if cfg.mode.name == ModeName.unmasking:
@@ -215,6 +258,29 @@ def validate(cfg: DictConfig) -> None:
                                       f"{stage.val_loss_stale_count} is too small", "an integer >= 1")
         if cfg.stages.train is not None and not cfg.stages.train:
             raise ConfigError("stages.train", "the list is empty", "a list of stages, or null for the masking group")
+
+
+def _check_stability(stability: DictConfig) -> None:
+    for key in ("max_skips", "window"):
+        if stability[key] < 1:
+            raise ConfigError(f"stability.{key}", f"{stability[key]} is too small", "an integer >= 1")
+    if stability.max_rollbacks < 0:
+        raise ConfigError("stability.max_rollbacks", f"{stability.max_rollbacks} is negative", "an integer >= 0")
+    _check_range("stability.lr_backoff", stability.lr_backoff, 0, 1, "a number in (0, 1]", open_low=True)
+    for index, fault in enumerate(stability.inject):
+        if fault.step < 0 or fault.repeat < 1:
+            raise ConfigError(f"stability.inject[{index}]", f"step={fault.step}, repeat={fault.repeat}",
+                              "step >= 0 and repeat >= 1")
+        fault_kind(fault.kind, f"stability.inject[{index}].kind")
+
+
+def fault_kind(value: Any, key: str) -> str:
+    """'nan' or 'inf', whether the config holds the word or the float Hydra made of it."""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return "nan" if math.isnan(value) else "inf"
+    if value in ("nan", "inf"):
+        return value
+    raise ConfigError(key, f"{value!r} is not a fault kind", "nan, inf")
 
 
 NOT_MASKING_PARAMS = ("type", "val_loss_stale_count")

@@ -1,5 +1,6 @@
 """The training loop. Everything it needs is built by trainer/build.py and handed in."""
 
+import copy
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,13 +8,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from stability import Action, FaultInjector, StabilityMonitor
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
 from trainer.callbacks import CallbackList
 from trainer.checkpoint import CheckpointDirectory
 from trainer.curriculum import Advance, Curriculum
 from trainer.objectives import Batch, Objective
+from trainer.recovery import Recovery
 from trainer.schedule import learning_rate
-from trainer.state import TrainState, capture_rng
+from trainer.state import TrainState, capture_rng, restore_rng
 from trainer.vocab import Vocabulary
 
 
@@ -25,52 +28,68 @@ class StepMetrics:
     grad_norm: torch.Tensor
 
 
+@dataclass
+class Data:
+    stream: BatchStream  # training batches, prepared ahead
+    train_windows: TokenWindows  # for the fresh training batches of an evaluation
+    validation_set: list[Batch]  # fixed, on the device
+
+
 class Trainer:
     def __init__(self, *, cfg: DictConfig, model: torch.nn.Module, raw_model: torch.nn.Module,
-                 objective: Objective, stream: BatchStream, train_windows: TokenWindows,
-                 validation_set: list[Batch], optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                 autocast: AbstractContextManager, device: torch.device, checkpoints: CheckpointDirectory,
-                 callbacks: CallbackList, vocab: Vocabulary, run_dir: Path, curriculum: Curriculum | None = None,
-                 state: TrainState | None = None):
-        self.cfg, self.model, self.raw_model, self.objective = cfg, model, raw_model, objective
-        self.stream, self.train_windows, self.validation_set = stream, train_windows, validation_set
+                 objective: Objective, data: Data, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, autocast: AbstractContextManager, device: torch.device,
+                 checkpoints: CheckpointDirectory, callbacks: CallbackList, vocab: Vocabulary, run_dir: Path,
+                 stability: StabilityMonitor, recovery: Recovery, faults: FaultInjector,
+                 curriculum: Curriculum | None = None):
+        self.cfg, self.model, self.raw_model, self.objective, self.data = cfg, model, raw_model, objective, data
         self.optimizer, self.scaler, self.autocast, self.device = optimizer, scaler, autocast, device
         self.checkpoints, self.callbacks, self.vocab, self.run_dir = checkpoints, callbacks, vocab, run_dir
-        self.curriculum = curriculum
-        self.state = state or TrainState()
+        self.stability, self.recovery, self.faults, self.curriculum = stability, recovery, faults, curriculum
+        self.state = TrainState()
         self.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
         self.decay_iters = cfg.optim.lr_decay_iters or cfg.max_iters
         self.last_checkpoint: Path | None = None
+        self.snapshot: dict | None = None  # the last good state while no checkpoint exists yet
         self._evaluated_at: int | None = None
 
     def fit(self) -> None:
         self.callbacks.on_train_start(self)
         try:
-            while self.state.step < self.cfg.max_iters:
-                if self.state.step % self.cfg.eval_interval == 0:
-                    self.evaluate_and_checkpoint()
+            while True:
+                if self.eval_due() and not self.evaluate_and_checkpoint():
+                    continue  # the validation loss was not finite: rolled back to the last good state
+                if self.state.step >= self.cfg.max_iters:
+                    break
                 metrics = self.train_step()
-                self.optimizer_step()
+                verdict = self.stability.inspect(metrics.loss, metrics.grad_norm)
+                if verdict.ok:
+                    self.optimizer_step()
+                elif self.recovery.handle(self, verdict) is Action.ROLLBACK:
+                    continue
                 self.state.step += 1
                 self.state.tokens_seen += self.tokens_per_step
                 self.callbacks.on_step_end(self, metrics)
-            self.evaluate_and_checkpoint()
         finally:
-            self.stream.close()
+            self.data.stream.close()
         self.callbacks.on_train_end(self)
 
     def train_step(self) -> StepMetrics:
         """Forward and backward over the micro-batches of one step, then unscale and clip."""
+        step, accumulation = self.state.step, self.cfg.gradient_accumulation_steps
         self.set_learning_rate(self.lr)
-        accumulation = self.cfg.gradient_accumulation_steps
+        self.stability.begin_step()
+        self.faults.poison_params(step, self.raw_model.parameters())
         total_loss = torch.zeros((), device=self.device)
         for micro_step in range(accumulation):
-            batch = self.stream.get(self.state.step, micro_step, self.state.stage).to(self.device)
+            batch = self.data.stream.get(step, micro_step, self.state.stage, self.state.rollbacks).to(self.device)
             with self.autocast:
                 loss = self.objective.loss(self.model, batch) / accumulation
+            loss = self.faults.poison_loss(step, loss)
             # Backward per micro-batch: each has its own graph, freed before the next one is built.
             self.scaler.scale(loss).backward()
             total_loss += loss.detach()
+        self.faults.poison_grads(step, self.raw_model.parameters())
         self.scaler.unscale_(self.optimizer)
         return StepMetrics(loss=total_loss, grad_norm=self.clip_gradients())
 
@@ -90,19 +109,31 @@ class Trainer:
     @property
     def lr(self) -> float:
         optim = self.cfg.optim
-        return learning_rate(self.state.step, lr=optim.lr, min_lr=optim.min_lr, warmup_iters=optim.warmup_iters,
-                             decay_iters=self.decay_iters, schedule=optim.schedule.value)
+        scheduled = learning_rate(self.state.step, lr=optim.lr, min_lr=optim.min_lr, warmup_iters=optim.warmup_iters,
+                                  decay_iters=self.decay_iters, schedule=optim.schedule.value)
+        return scheduled * self.state.lr_scale
 
     def set_learning_rate(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def evaluate_and_checkpoint(self) -> None:
-        """Evaluate, then save (always the latest; `best.pt` when val improved)."""
-        if self._evaluated_at == self.state.step:  # e.g. right after resuming from this step's checkpoint
-            return
+    def eval_due(self) -> bool:
+        step = self.state.step
+        return (step % self.cfg.eval_interval == 0 or step >= self.cfg.max_iters) and step != self._evaluated_at
+
+    def evaluate_and_checkpoint(self) -> bool:
+        """Evaluate, then save (always the latest; `best.pt` when val improved).
+
+        Returns False when the validation loss was not finite and the state was rolled back.
+        """
         self._evaluated_at = self.state.step
         metrics = self.evaluate()
+        metrics["val/loss"] = self.faults.poison_val_loss(self.state.step, metrics["val/loss"])
+        verdict = self.stability.inspect_val_loss(metrics["val/loss"])
+        if not verdict.ok:
+            self.callbacks.on_eval(self, metrics)
+            self.recovery.handle(self, verdict)
+            return False
         is_best = metrics["val/loss"] < self.state.best_val_loss
         if is_best:
             self.state.best_val_loss = metrics["val/loss"]
@@ -110,9 +141,16 @@ class Trainer:
         self.callbacks.on_eval(self, metrics)
         if advance is not None:
             self.announce(advance)
-        if self.state.step > 0 or self.cfg.max_iters == 0:
-            self.last_checkpoint = self.checkpoints.save(self.checkpoint_payload(), self.state.step, is_best)
-            self.callbacks.on_checkpoint(self, self.last_checkpoint, is_best)
+        self.save_checkpoint(is_best)
+        return True
+
+    def save_checkpoint(self, is_best: bool) -> None:
+        if self.state.step == 0:  # nothing learnt yet: keep the state in memory for an early rollback
+            self.snapshot = copy.deepcopy(self.checkpoint_payload())
+            return
+        self.last_checkpoint = self.checkpoints.save(self.checkpoint_payload(), self.state.step, is_best)
+        self.snapshot = None
+        self.callbacks.on_checkpoint(self, self.last_checkpoint, is_best)
 
     def announce(self, advance: Advance) -> None:
         stage = self.curriculum.train[advance.stage]
@@ -128,18 +166,14 @@ class Trainer:
         with self.autocast:
             train_batches = [self.eval_train_batch(k) for k in range(self.cfg.eval_iters)]
             train_loss = torch.stack([self.objective.loss(self.model, b) for b in train_batches]).mean().item()
-            val = self.objective.evaluate(self.model, self.validation_set)
+            val = self.objective.evaluate(self.model, self.data.validation_set)
         self.model.train()
         return {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}
 
     def eval_train_batch(self, k: int) -> Batch:
         generator = generator_for(self.cfg.seed, Stream.EVAL_TRAIN, self.state.step, k)
-        batch = self.objective.make_batch(self.train_windows, self.cfg.batch_size, generator, self.state.stage)
+        batch = self.objective.make_batch(self.data.train_windows, self.cfg.batch_size, generator, self.state.stage)
         return batch.to(self.device)
-
-    def mark_resumed(self) -> None:
-        """The checkpoint being resumed was written right after this step's evaluation."""
-        self._evaluated_at = self.state.step
 
     def checkpoint_payload(self) -> dict:
         return {
@@ -152,4 +186,16 @@ class Trainer:
             "rng": capture_rng(),
             "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
             "vocab": self.vocab.to_dict(),
+            "faults": self.faults.state_dict(),
         }
+
+    def load_payload(self, payload: dict) -> None:
+        """Continue from a checkpoint payload (a resume or a rollback)."""
+        self.raw_model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.state.load_state_dict(payload["state"])
+        restore_rng(payload["rng"])
+        self.optimizer.zero_grad(set_to_none=True)
+        # the payload was written right after this step's evaluation
+        self._evaluated_at = self.state.step

@@ -2,7 +2,7 @@
 
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ class TrainState:
     stage: int = 0  # curriculum: the current training stage
     stale_count: int = 0  # evaluations since the stage's best val loss
     stage_best: float = math.inf  # best overall val loss within the current stage
+    lr_scale: float = 1.0  # stability: product of the learning-rate backoffs of all rollbacks
+    rollbacks: int = 0  # stability: also keys the batches, so a rollback draws fresh ones
+    bad_steps: list[int] = field(default_factory=list)  # stability: recent skipped steps
 
     def state_dict(self) -> dict:
         return asdict(self)
