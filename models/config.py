@@ -4,6 +4,7 @@ from dataclasses import dataclass, fields
 
 ATTENTION_KINDS = ("causal", "bidirectional")
 POSITION_KINDS = ("rope", "learned")
+HEADS = ("lm", "token_classifier", "sequence_scorer")
 
 # Fields that change parameter shapes or what the parameters mean. A checkpoint can only be
 # loaded into a model whose config agrees on all of these; dropout and rope_base are left out
@@ -17,7 +18,12 @@ ARCHITECTURE_KEYS = (
     "bias",
     "attention",
     "positions",
+    "head",
+    "num_classes",
 )
+
+# The subset that decides the trunk's parameter shapes: what a trunk transfer must agree on.
+TRUNK_KEYS = ("vocab_size", "n_layer", "n_head", "n_embd", "bias", "positions")
 
 
 @dataclass
@@ -32,6 +38,8 @@ class GPTConfig:
     attention: str = "bidirectional"  # "causal" | "bidirectional"
     positions: str = "rope"  # "rope" | "learned"
     rope_base: float = 10000.0
+    head: str = "lm"  # "lm" (tied to the embedding) | "token_classifier" | "sequence_scorer"
+    num_classes: int = 2  # token_classifier only
 
     def __post_init__(self):
         self.validate()
@@ -44,6 +52,8 @@ class GPTConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.positions not in POSITION_KINDS:
             raise ValueError(f"positions must be one of {POSITION_KINDS}, got {self.positions!r}")
         if self.n_embd % self.n_head != 0:
@@ -67,6 +77,10 @@ class GPTConfig:
     def architecture(self) -> dict:
         """The settings a checkpoint must share with this config to be loadable into it."""
         return {name: getattr(self, name) for name in ARCHITECTURE_KEYS}
+
+    def trunk(self) -> dict:
+        """The settings another model's trunk must share with this config to be transferred."""
+        return {name: getattr(self, name) for name in TRUNK_KEYS}
 
 
 # Guard against the key list drifting away from the dataclass when fields are renamed.

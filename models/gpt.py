@@ -31,10 +31,16 @@ class GPT(nn.Module):
         trunk["ln_f"] = layer_norm(config)
         self.transformer = nn.ModuleDict(trunk)
 
-        # Tied input/output embeddings: fewer parameters, and a small char-level vocabulary
-        # gains nothing from separate matrices.
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight
+        if config.head == "lm":
+            # Tied input/output embeddings: fewer parameters, and a small char-level vocabulary
+            # gains nothing from separate matrices.
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            self.lm_head.weight = self.transformer.wte.weight
+        elif config.head == "token_classifier":
+            self.classifier_head = nn.Linear(config.n_embd, config.num_classes, bias=False)
+        else:
+            # reads the hidden state of the first position, where the input holds [CLS]
+            self.scorer_head = nn.Linear(config.n_embd, 1, bias=True)
 
         self.apply(self._init_weights)
         # Scale down the projections that write into the residual stream: each block adds two
@@ -72,12 +78,15 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def forward(self, idx: torch.Tensor, predict_at: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, V), or (N, V) for the N flat positions ``b * T + t`` in ``predict_at``.
+        """Per-position logits (B, T, V or classes), or (N, ...) for the N flat positions
+        ``b * T + t`` in ``predict_at``; for the sequence scorer, scores in (0, 1) of shape (B,).
 
-        Selecting positions before the LM head avoids computing logits nobody reads, which
+        Selecting positions before the head avoids computing logits nobody reads, which
         matters when only a few positions per sequence carry a loss (e.g. masked tokens).
         """
         hidden = self.hidden_states(idx)
+        if self.config.head == "sequence_scorer":
+            return torch.sigmoid(self.scorer_head(hidden[:, 0]).squeeze(-1))
         if predict_at is not None:
             if predict_at.dim() != 1:
                 raise ValueError(
@@ -86,7 +95,16 @@ class GPT(nn.Module):
             # index_select with precomputed indices keeps the output shape known on the host;
             # a boolean mask would force a device->host sync to learn how many rows survive.
             hidden = hidden.reshape(-1, hidden.size(-1)).index_select(0, predict_at)
-        return self.lm_head(hidden)
+        head = self.lm_head if self.config.head == "lm" else self.classifier_head
+        return head(hidden)
+
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        """The transformer trunk: everything under ``transformer.`` (with a tied LM head, its weight too)."""
+        return list(self.transformer.parameters())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        trunk = {id(p) for p in self.trunk_parameters()}
+        return [p for p in self.parameters() if id(p) not in trunk]
 
     def num_params(self, exclude_positional: bool = True) -> int:
         """Unique parameter count (the tied embedding once), optionally without wpe.
@@ -99,20 +117,21 @@ class GPT(nn.Module):
             total -= self.transformer.wpe.weight.numel()
         return total
 
-    def param_groups(self, weight_decay: float) -> list[dict]:
+    def param_groups(self, weight_decay: float, params: list[nn.Parameter] | None = None,
+                     prefix: str = "") -> list[dict]:
         """Optimizer groups: matrices (and embeddings) decay; biases and norm gains do not.
 
-        Only trainable parameters are included, each exactly once (the tied embedding is one
-        parameter). Both groups are always returned, possibly empty, so callers can rely on
-        the names.
+        Only trainable parameters are included (of ``params``, default all), each exactly once
+        (the tied embedding is one parameter). Both groups are always returned, possibly empty,
+        so callers can rely on the names (``prefix`` + "decay" / "no_decay").
         """
         decay, no_decay = [], []
-        for param in self.parameters():
+        for param in self.parameters() if params is None else params:
             if param.requires_grad:
                 (decay if param.dim() >= 2 else no_decay).append(param)
         return [
-            {"name": "decay", "params": decay, "weight_decay": weight_decay},
-            {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
+            {"name": f"{prefix}decay", "params": decay, "weight_decay": weight_decay},
+            {"name": f"{prefix}no_decay", "params": no_decay, "weight_decay": 0.0},
         ]
 
     def estimate_flops_per_token(self) -> float:

@@ -107,3 +107,21 @@ def test_multirun_sweeps_masking(tmp_path, corpus_file):
     for job, masking in (("0", "sticky"), ("1", "random")):
         assert (tmp_path / job / "checkpoints" / "ckpt_0000002.pt").is_file()
         assert f"type: {masking}" in (tmp_path / job / ".hydra" / "config.yaml").read_text()
+
+
+def test_naming_a_masking_strategy_implies_the_single_stage():
+    from trainer.cli import with_implied_overrides
+    assert with_implied_overrides(["masking=random"]) == ["masking=random", "stages=single"]
+    assert with_implied_overrides(["-m", "masking=sticky,random"])[-1] == "stages=single"
+    assert with_implied_overrides(["masking=random", "stages=canonical14"]) == ["masking=random", "stages=canonical14"]
+    assert with_implied_overrides(["masking.p1_probability=0.2"]) == ["masking.p1_probability=0.2"]
+    assert with_implied_overrides(["max_iters=5"]) == ["max_iters=5"]
+
+
+def test_masking_on_the_command_line_means_what_it_says(tmp_path, corpus_file):
+    args = [a for a in tiny_overrides(corpus_file, "max_iters=1", "eval_interval=1") if a != "stages=single"]
+    result = run_cli("masking=span", *args, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    config = (tmp_path / ".hydra" / "config.yaml").read_text()
+    assert "type: span" in config and "train: null" in config
+    assert "stages=single" in (tmp_path / ".hydra" / "overrides.yaml").read_text()

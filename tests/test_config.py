@@ -19,9 +19,18 @@ def test_every_group_has_options():
     assert len(OPTIONS) >= 14
 
 
+# what an option needs besides itself to form a complete config
+COMPANIONS = {
+    ("mode", "sequence_scoring"): ["mode.unmasking_checkpoint=unmasking.pt"],
+    ("transfer", "fine_tuning"): ["transfer.checkpoint=any.pt"],
+    ("transfer", "feature_extraction"): ["transfer.checkpoint=any.pt", "mode=token_classification"],
+    ("transfer", "two_stage"): ["transfer.checkpoint=any.pt", "mode=token_classification"],
+}
+
+
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_validates(group, option, corpus_file):
-    cfg = compose_config([f"{group}={option}", f"data.path={corpus_file}"])
+    cfg = compose_config([f"{group}={option}", f"data.path={corpus_file}", *COMPANIONS.get((group, option), [])])
     validate(cfg)
 
 

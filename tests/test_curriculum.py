@@ -11,7 +11,7 @@ from masking import RandomMasking, StickyMasking
 from models import GPT, GPTConfig
 from tests.conftest import compose_config, generated_text, tiny_overrides, train
 from trainer.batches import Stream, TokenWindows, generator_for
-from trainer.build import make_curriculum
+from trainer.modes import make_curriculum
 from trainer.config import validate
 from trainer.curriculum import Curriculum, Stage
 from trainer.errors import ConfigError

@@ -219,7 +219,8 @@ def test_config_validation_and_architecture():
     config = GPTConfig(vocab_size=VOCAB, dropout=0.1)
     arch = config.architecture()
     assert set(arch) == {
-        "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "attention", "positions"
+        "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "attention", "positions", "head",
+        "num_classes",
     }
     assert arch == GPTConfig(vocab_size=VOCAB, dropout=0.3, rope_base=500.0).architecture()
     assert arch != GPTConfig(vocab_size=VOCAB, n_layer=5).architecture()
@@ -262,3 +263,22 @@ def test_flops_and_mfu():
     assert estimate_mfu(0.0, 1e5, 1e12) == 0.0
     with pytest.raises(ValueError):
         estimate_mfu(1e9, 1e5, 0.0)
+
+
+def test_token_classifier_and_sequence_scorer_heads():
+    idx = random_tokens(batch=3, length=16)
+    classifier = GPT(GPTConfig(vocab_size=VOCAB, block_size=16, n_layer=1, n_head=2, n_embd=32,
+                               head="token_classifier", num_classes=3))
+    assert classifier(idx).shape == (3, 16, 3)
+    assert classifier(idx, predict_at=torch.tensor([0, 17])).shape == (2, 3)
+    scorer = GPT(GPTConfig(vocab_size=VOCAB, block_size=16, n_layer=1, n_head=2, n_embd=32, head="sequence_scorer"))
+    scores = scorer(idx)
+    assert scores.shape == (3,) and ((scores > 0) & (scores < 1)).all()
+    # the score reads position 0 only through attention: changing later tokens changes it (bidirectional)
+    changed = idx.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % VOCAB
+    assert not torch.allclose(scorer(changed), scores)
+    for model in (classifier, scorer):
+        trunk, head = model.trunk_parameters(), model.head_parameters()
+        assert len(trunk) + len(head) == len(list(model.parameters())) and head
+        assert not hasattr(model, "lm_head")

@@ -62,7 +62,7 @@ def _paragraph_starts(tokens: np.ndarray, length: int, newline_id: int) -> np.nd
 class BatchStream:
     """Produces the training batches of steps start, start+1, ... in a background thread.
 
-    `make_batch(generator, stage)` builds one CPU batch for a curriculum stage; the thread runs
+    `make_batch(generator, stage, step)` builds one CPU batch for a curriculum stage and step; the thread runs
     ahead by `depth` batches so data preparation (window gathering, masking) overlaps the model's
     forward and backward passes. A stage change or a rollback (a new epoch) restarts it, like a
     jump in steps does.
@@ -101,7 +101,7 @@ class BatchStream:
 
     def _build(self, step: int, micro_step: int, stage: int, epoch: int):
         generator = generator_for(self.seed, Stream.TRAIN, step, micro_step, self.rank, epoch)
-        return self.make_batch(generator, stage)
+        return self.make_batch(generator, stage, step)
 
     def _next_key(self, step: int, micro_step: int, stage: int, epoch: int) -> tuple[int, int, int, int]:
         if micro_step + 1 < self.micro_steps:

@@ -12,20 +12,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from models import GPT, GPTConfig
+from models import GPT
 from stability import (Fault, FaultInjector, GradNormCheck, LogitsCheck, LossCheck, ParamsCheck, RecoveryPolicy,
                        StabilityMonitor)
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
 from trainer.callbacks import CallbackList, JsonlLogger, StepReporter
 from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, load_checkpoint
-from trainer.config import ModeName, build_masking, fault_kind, validate
+from trainer.config import fault_kind, validate
 from trainer.console import ConsoleLogger
-from trainer.curriculum import Curriculum, Stage
 from trainer.corpus import PreparedCorpus, load_text, prepare
 from trainer.errors import CheckpointError, ConfigError, DataError
 from trainer.loop import Data, Trainer
 from trainer.recovery import Recovery
-from trainer.objectives import LanguageModelObjective, Objective, UnmaskingObjective
+from trainer.modes import load_unmasking_model, make_curriculum, make_objective, model_config, window_length
+from trainer.objectives import Objective
+from trainer.transfer import Transfer
 from trainer.vocab import Vocabulary
 
 
@@ -33,38 +34,31 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     validate(cfg)
     checkpoints = CheckpointDirectory(run_dir / "checkpoints", cfg.checkpoint.keep_last)
     resumed, resumed_path = checkpoint_to_resume(cfg, checkpoints)
-    objective_window = cfg.block_size + (1 if cfg.mode.name == ModeName.language_model else 0)
-    corpus = prepare_corpus(cfg, objective_window)
+    corpus = prepare_corpus(cfg, window_length(cfg))
     vocab = corpus.vocab
     device, autocast, dtype = choose_device(cfg)
     torch.manual_seed(cfg.seed)
     model = GPT(model_config(cfg, vocab)).to(device)
     if resumed is not None:
         check_compatible(resumed, model, vocab)
-    curriculum = make_curriculum(cfg) if cfg.mode.name == ModeName.unmasking else None
-    objective = make_objective(cfg, vocab, curriculum)
-    train_windows = TokenWindows(corpus.split("train"), objective_window, cfg.data.paragraph_boundaries, newline_id(vocab))
-    val_windows = TokenWindows(corpus.split("val"), objective_window, cfg.data.paragraph_boundaries, newline_id(vocab))
-
-    optimizer = torch.optim.AdamW(model.param_groups(cfg.optim.weight_decay), lr=cfg.optim.lr,
-                                  betas=tuple(cfg.optim.betas), fused=device.type == "cuda")
+    transfer = make_transfer(cfg, device)
+    if resumed is None and cfg.transfer.kind.value != "none":
+        transfer.load_trunk(model, cfg.transfer.checkpoint, vocab)
+    filler = load_unmasking_model(cfg, vocab, device, autocast)
+    curriculum = make_curriculum(cfg)
+    objective = make_objective(cfg, vocab, curriculum, filler)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     faults = FaultInjector([Fault(f.step, f.target.value, fault_kind(f.kind, "stability.inject"), f.repeat)
                             for f in cfg.stability.inject])
     stability = make_stability_monitor(cfg, model, scaler)
-    compiled = torch.compile(model) if cfg.system.compile else model
 
     write_run_files(cfg, run_dir, overrides)
-    stream = BatchStream(lambda generator, stage: objective.make_batch(train_windows, cfg.batch_size, generator, stage),
-                         cfg.seed, cfg.gradient_accumulation_steps, depth=cfg.data.prefetch)
-    # Its own generator: the validation set is the same whatever the training stream has drawn.
-    validation_set = [batch.to(device) for batch in objective.validation_set(
-        val_windows, cfg.eval_iters * cfg.batch_size, cfg.batch_size, generator_for(cfg.seed, Stream.VALIDATION, 0))]
-    trainer = Trainer(cfg=cfg, model=compiled, raw_model=model, objective=objective,
-                      data=Data(stream, train_windows, validation_set), optimizer=optimizer, scaler=scaler,
-                      autocast=autocast, device=device, checkpoints=checkpoints,
-                      callbacks=make_callbacks(cfg, run_dir, console, model), vocab=vocab, run_dir=run_dir,
-                      stability=stability, recovery=Recovery(make_policy(cfg)), faults=faults, curriculum=curriculum)
+    trainer = Trainer(cfg=cfg, model=torch.compile(model) if cfg.system.compile else model, raw_model=model,
+                      objective=objective, data=make_data(cfg, corpus, objective, device),
+                      optimizer=transfer.optimizer_for(model, unfrozen=False), scaler=scaler, autocast=autocast,
+                      device=device, checkpoints=checkpoints, callbacks=make_callbacks(cfg, run_dir, console, model),
+                      vocab=vocab, run_dir=run_dir, stability=stability, recovery=Recovery(make_policy(cfg)),
+                      faults=faults, transfer=transfer, curriculum=curriculum)
     faults.attach(model, lambda: trainer.state.step)
     stability.attach(model)  # after the faults, so the checks see what the faults did
     if resumed is not None:
@@ -73,6 +67,27 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
         faults.load_state_dict(resumed.get("faults", []))
         trainer.last_checkpoint = resumed_path
     return trainer
+
+
+def make_data(cfg: DictConfig, corpus: PreparedCorpus, objective: Objective, device: torch.device) -> Data:
+    newline = corpus.vocab.chars.index("\n") if "\n" in corpus.vocab.chars else None
+    windows = {split: TokenWindows(corpus.split(split), window_length(cfg), cfg.data.paragraph_boundaries, newline)
+               for split in ("train", "val")}
+    stream = BatchStream(lambda generator, stage, step: objective.make_batch(windows["train"], cfg.batch_size,
+                                                                             generator, stage, step),
+                         cfg.seed, cfg.gradient_accumulation_steps, depth=cfg.data.prefetch)
+    # Its own generator: the validation set is the same whatever the training stream has drawn.
+    validation_set = [objective.on_device(batch.to(device)) for batch in objective.validation_set(
+        windows["val"], cfg.eval_iters * cfg.batch_size, cfg.batch_size, generator_for(cfg.seed, Stream.VALIDATION, 0))]
+    return Data(stream, windows["train"], validation_set)
+
+
+def make_transfer(cfg: DictConfig, device: torch.device) -> Transfer:
+    def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), fused=device.type == "cuda")
+    t = cfg.transfer
+    return Transfer(t.kind.value, t.unfreeze_at_iteration, t.unfreeze_lr_multiplier, cfg.optim.weight_decay,
+                    make_optimizer)
 
 
 def checkpoint_to_resume(cfg: DictConfig, checkpoints: CheckpointDirectory) -> tuple[dict | None, Path | None]:
@@ -120,13 +135,6 @@ def choose_device(cfg: DictConfig):
     return device, autocast, dtype
 
 
-def model_config(cfg: DictConfig, vocab: Vocabulary) -> GPTConfig:
-    m = cfg.model
-    return GPTConfig(vocab_size=vocab.size, block_size=cfg.block_size, n_layer=m.n_layer, n_head=m.n_head,
-                     n_embd=m.n_embd, dropout=m.dropout, bias=m.bias, attention=cfg.mode.attention.value,
-                     positions=m.positions.value, rope_base=m.rope_base)
-
-
 def check_compatible(payload: dict, model: GPT, vocab: Vocabulary) -> None:
     differences = architecture_mismatch(payload["architecture"], model.config.architecture())
     if differences:
@@ -135,30 +143,6 @@ def check_compatible(payload: dict, model: GPT, vocab: Vocabulary) -> None:
     if Vocabulary.from_dict(payload["vocab"]) != vocab:
         raise CheckpointError("resume", "the checkpoint was trained on another vocabulary than this corpus",
                               "the data the checkpoint was trained on")
-
-
-def make_objective(cfg: DictConfig, vocab: Vocabulary, curriculum: Curriculum | None) -> Objective:
-    if cfg.mode.name == ModeName.language_model:
-        return LanguageModelObjective()
-    return UnmaskingObjective(curriculum, vocab)
-
-
-def make_curriculum(cfg: DictConfig) -> Curriculum:
-    """The `stages` group; `stages.train: null` is one stage made of the `masking` group."""
-    if cfg.stages.train is None:
-        train = [Stage(build_masking(cfg.masking, "masking"), patience=1)]
-    else:
-        train = make_stages(cfg.stages.train, "stages.train")
-    validation = train if cfg.stages.validation is None else make_stages(cfg.stages.validation, "stages.validation")
-    return Curriculum(train, validation, cfg.stages.mix.value)
-
-
-def make_stages(nodes, key: str) -> list[Stage]:
-    return [Stage(build_masking(node, f"{key}[{i}]"), node.val_loss_stale_count) for i, node in enumerate(nodes)]
-
-
-def newline_id(vocab: Vocabulary) -> int | None:
-    return vocab.chars.index("\n") if "\n" in vocab.chars else None
 
 
 def make_stability_monitor(cfg: DictConfig, model: GPT, scaler: torch.amp.GradScaler) -> StabilityMonitor:

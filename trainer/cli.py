@@ -48,6 +48,7 @@ def train(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    sys.argv[1:] = with_implied_overrides(sys.argv[1:])
     register_schemas()
     # Let composition errors reach us instead of Hydra's multi-line report, so they become one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
@@ -55,6 +56,15 @@ def main() -> None:
         train()
     except (HydraException, OmegaConfBaseException) as err:
         fail(one_line(err))
+
+
+def with_implied_overrides(args: list[str]) -> list[str]:
+    """`masking=X` asks for that strategy: without a `stages=` choice it implies `stages=single`,
+    so the default curriculum never silently replaces the masking a user named."""
+    groups = {arg.split("=", 1)[0].lstrip("+~") for arg in args if "=" in arg and not arg.startswith("-")}
+    if "masking" in groups and "stages" not in groups:
+        return [*args, "stages=single"]
+    return args
 
 
 def fail(message: str) -> None:

@@ -19,6 +19,30 @@ from trainer.errors import ConfigError
 class ModeName(Enum):
     language_model = "language_model"
     unmasking = "unmasking"
+    token_classification = "token_classification"
+    sequence_scoring = "sequence_scoring"
+
+
+class Selection(Enum):
+    random = "random"
+    sticky = "sticky"
+
+
+class ReplacementSource(Enum):
+    random = "random"  # a uniformly drawn other character
+    model = "model"  # a sample of the frozen unmasking model at that position
+
+
+class Fill(Enum):
+    argmax = "argmax"
+    sample = "sample"
+
+
+class TransferKind(Enum):
+    none = "none"
+    fine_tuning = "fine_tuning"  # load the trunk, train everything
+    feature_extraction = "feature_extraction"  # load the trunk, freeze it, train the head
+    two_stage = "two_stage"  # frozen until unfreeze_at_iteration, then everything trains
 
 
 class Attention(Enum):
@@ -51,8 +75,23 @@ class Schedule(Enum):
 
 @dataclass
 class ModeConfig:
+    """The training objective. Fields below `attention` belong to one mode each; the rest stay as they are."""
+
     name: ModeName = MISSING
     attention: Attention = MISSING
+    # token_classification: a corruption rate ramps linearly from rate_min to rate_max
+    rate_min: float = 0.05
+    rate_max: float = 0.9
+    rate_warmup: int = 1000
+    selection: Selection = Selection.random  # sticky: clusters grown with sticky_p1 / sticky_p2
+    sticky_p1: float = 0.1
+    sticky_p2: float = 0.5
+    source: ReplacementSource = ReplacementSource.random
+    class_weights: bool = False  # inverse-frequency weights per batch
+    num_classes: int = 2
+    # sequence_scoring (and token_classification with source=model): the frozen unmasking model
+    unmasking_checkpoint: Optional[str] = None
+    fill: Fill = Fill.argmax
 
 
 @dataclass
@@ -196,6 +235,14 @@ class LoggerConfig:
 
 
 @dataclass
+class TransferConfig:
+    kind: TransferKind = TransferKind.none
+    checkpoint: Optional[str] = None  # a checkpoint of any mode: its trunk initialises this model
+    unfreeze_at_iteration: Optional[int] = None  # two_stage
+    unfreeze_lr_multiplier: float = 1.0  # the trunk's LR after unfreezing: scheduled LR x this
+
+
+@dataclass
 class CheckpointConfig:
     keep_last: int = 2
 
@@ -210,6 +257,7 @@ class Config:
     optim: OptimConfig = MISSING
     system: SystemConfig = MISSING
     stability: StabilityConfig = MISSING
+    transfer: TransferConfig = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     run_name: str = MISSING
@@ -248,7 +296,14 @@ def validate(cfg: DictConfig) -> None:
     _check_stability(cfg.stability)
     if cfg.checkpoint.keep_last < 1:
         raise ConfigError("checkpoint.keep_last", f"{cfg.checkpoint.keep_last}", "an integer >= 1")
-    if cfg.mode.name == ModeName.unmasking:
+    _check_mode(cfg)
+    _check_transfer(cfg.transfer)
+    if cfg.transfer.kind in (TransferKind.feature_extraction, TransferKind.two_stage) and \
+            cfg.mode.name in (ModeName.language_model, ModeName.unmasking):
+        raise ConfigError("transfer", f"{cfg.transfer.kind.value} freezes the trunk, and a {cfg.mode.name.value} "
+                          "model's head is tied to the trunk's embedding: nothing would train",
+                          "none or fine_tuning for this mode")
+    if cfg.mode.name in STAGED_MODES:
         build_masking(cfg.masking, "masking")
         for split in ("train", "validation"):
             for index, stage in enumerate(cfg.stages[split] or []):
@@ -258,6 +313,37 @@ def validate(cfg: DictConfig) -> None:
                                       f"{stage.val_loss_stale_count} is too small", "an integer >= 1")
         if cfg.stages.train is not None and not cfg.stages.train:
             raise ConfigError("stages.train", "the list is empty", "a list of stages, or null for the masking group")
+
+
+STAGED_MODES = (ModeName.unmasking, ModeName.sequence_scoring)
+
+
+def _check_mode(cfg: DictConfig) -> None:
+    mode = cfg.mode
+    if mode.name == ModeName.token_classification:
+        _check_range("mode.rate_min", mode.rate_min, 0, 1, "a number in (0, 1]", open_low=True)
+        _check_range("mode.rate_max", mode.rate_max, mode.rate_min, 1, f"a number in [mode.rate_min={mode.rate_min}, 1]")
+        _check_range("mode.rate_warmup", mode.rate_warmup, 0, None, "an integer >= 0")
+        _check_range("mode.sticky_p1", mode.sticky_p1, 0, 1, "a number in (0, 1]", open_low=True)
+        _check_range("mode.sticky_p2", mode.sticky_p2, 0, 1, "a number in [0, 1]")
+        if mode.num_classes != 2:
+            raise ConfigError("mode.num_classes", f"{mode.num_classes}", "2 (original / replaced)")
+    needs_generator = mode.name == ModeName.sequence_scoring or (
+        mode.name == ModeName.token_classification and mode.source == ReplacementSource.model)
+    if needs_generator and not mode.unmasking_checkpoint:
+        raise ConfigError("mode.unmasking_checkpoint", f"missing: {mode.name.value} fills positions with a frozen "
+                          "unmasking model", "the path of a checkpoint of an unmasking run")
+
+
+def _check_transfer(transfer: DictConfig) -> None:
+    if transfer.kind != TransferKind.none and not transfer.checkpoint:
+        raise ConfigError("transfer.checkpoint", f"missing for transfer={transfer.kind.value}",
+                          "the path of a checkpoint of any mode")
+    if transfer.kind == TransferKind.two_stage and (transfer.unfreeze_at_iteration or 0) < 1:
+        raise ConfigError("transfer.unfreeze_at_iteration", f"{transfer.unfreeze_at_iteration}",
+                          "an integer >= 1 for transfer=two_stage")
+    _check_range("transfer.unfreeze_lr_multiplier", transfer.unfreeze_lr_multiplier, 0, None, "a number > 0",
+                 open_low=True)
 
 
 def _check_stability(stability: DictConfig) -> None:

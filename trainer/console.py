@@ -17,6 +17,7 @@ STAGE_COLUMNS = {"loss": "loss", "accuracy": "top-1", "p_correct": "p(correct)",
                  "mask_ratio_mean": "mask ratio"}
 
 from trainer.callbacks import Callback
+from trainer.transfer import parameter_summary
 
 
 class ConsoleLogger(Callback):
@@ -26,6 +27,7 @@ class ConsoleLogger(Callback):
         self.progress: Progress | None = None
 
     def on_train_start(self, trainer) -> None:
+        self.console.print(parameter_summary(trainer.raw_model), highlight=False, soft_wrap=True)
         if not self.live:
             return
         self.progress = Progress(

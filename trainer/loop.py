@@ -17,6 +17,7 @@ from trainer.objectives import Batch, Objective
 from trainer.recovery import Recovery
 from trainer.schedule import learning_rate
 from trainer.state import TrainState, capture_rng, restore_rng
+from trainer.transfer import Transfer
 from trainer.vocab import Vocabulary
 
 
@@ -40,12 +41,13 @@ class Trainer:
                  objective: Objective, data: Data, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, autocast: AbstractContextManager, device: torch.device,
                  checkpoints: CheckpointDirectory, callbacks: CallbackList, vocab: Vocabulary, run_dir: Path,
-                 stability: StabilityMonitor, recovery: Recovery, faults: FaultInjector,
+                 stability: StabilityMonitor, recovery: Recovery, faults: FaultInjector, transfer: Transfer,
                  curriculum: Curriculum | None = None):
         self.cfg, self.model, self.raw_model, self.objective, self.data = cfg, model, raw_model, objective, data
         self.optimizer, self.scaler, self.autocast, self.device = optimizer, scaler, autocast, device
         self.checkpoints, self.callbacks, self.vocab, self.run_dir = checkpoints, callbacks, vocab, run_dir
         self.stability, self.recovery, self.faults, self.curriculum = stability, recovery, faults, curriculum
+        self.transfer = transfer
         self.state = TrainState()
         self.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
         self.decay_iters = cfg.optim.lr_decay_iters or cfg.max_iters
@@ -61,6 +63,7 @@ class Trainer:
                     continue  # the validation loss was not finite: rolled back to the last good state
                 if self.state.step >= self.cfg.max_iters:
                     break
+                self.transfer.maybe_unfreeze(self)  # two-stage transfer only
                 metrics = self.train_step()
                 verdict = self.stability.inspect(metrics.loss, metrics.grad_norm)
                 if verdict.ok:
@@ -82,7 +85,8 @@ class Trainer:
         self.faults.poison_params(step, self.raw_model.parameters())
         total_loss = torch.zeros((), device=self.device)
         for micro_step in range(accumulation):
-            batch = self.data.stream.get(step, micro_step, self.state.stage, self.state.rollbacks).to(self.device)
+            batch = self.data.stream.get(step, micro_step, self.state.stage, self.state.rollbacks)
+            batch = self.objective.on_device(batch.to(self.device))
             with self.autocast:
                 loss = self.objective.loss(self.model, batch) / accumulation
             loss = self.faults.poison_loss(step, loss)
@@ -115,7 +119,7 @@ class Trainer:
 
     def set_learning_rate(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_multiplier", 1.0)  # an unfrozen trunk's multiplier
 
     def eval_due(self) -> bool:
         step = self.state.step
@@ -172,8 +176,9 @@ class Trainer:
 
     def eval_train_batch(self, k: int) -> Batch:
         generator = generator_for(self.cfg.seed, Stream.EVAL_TRAIN, self.state.step, k)
-        batch = self.objective.make_batch(self.data.train_windows, self.cfg.batch_size, generator, self.state.stage)
-        return batch.to(self.device)
+        batch = self.objective.make_batch(self.data.train_windows, self.cfg.batch_size, generator, self.state.stage,
+                                          self.state.step)
+        return self.objective.on_device(batch.to(self.device))
 
     def checkpoint_payload(self) -> dict:
         return {
@@ -192,6 +197,8 @@ class Trainer:
     def load_payload(self, payload: dict) -> None:
         """Continue from a checkpoint payload (a resume or a rollback)."""
         self.raw_model.load_state_dict(payload["model"])
+        # the optimizer's groups must match the saved ones: frozen or unfrozen trunk
+        self.optimizer = self.transfer.optimizer_for(self.raw_model, payload["state"].get("unfrozen", False))
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scaler.load_state_dict(payload["scaler"])
         self.state.load_state_dict(payload["state"])

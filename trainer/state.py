@@ -19,6 +19,7 @@ class TrainState:
     lr_scale: float = 1.0  # stability: product of the learning-rate backoffs of all rollbacks
     rollbacks: int = 0  # stability: also keys the batches, so a rollback draws fresh ones
     bad_steps: list[int] = field(default_factory=list)  # stability: recent skipped steps
+    unfrozen: bool = False  # transfer=two_stage: the trunk has joined the optimizer
 
     def state_dict(self) -> dict:
         return asdict(self)

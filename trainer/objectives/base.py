@@ -17,6 +17,7 @@ class Batch:
     predict_at: flat indices b*T + t of the positions the loss covers (None: every position)
     mask:       (B, T) bool, the selected positions of a masking strategy (None: no masking)
     row_stage:  (B,) the curriculum stage each row was masked by (None: no curriculum)
+    fill_seed:  seeds the device-side sampling of a frozen model that completes the batch
     """
 
     inputs: torch.Tensor
@@ -24,6 +25,7 @@ class Batch:
     predict_at: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     row_stage: torch.Tensor | None = None
+    fill_seed: int = 0
 
     def to(self, device: torch.device) -> "Batch":
         non_blocking = device.type == "cuda"
@@ -35,7 +37,8 @@ class Batch:
                 t = t.pin_memory()
             return t.to(device, non_blocking=non_blocking)
 
-        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
+        tensors = {f.name: move(getattr(self, f.name)) for f in fields(self) if f.name != "fill_seed"}
+        return replace(self, **tensors)
 
     @property
     def num_targets(self) -> int:
@@ -50,14 +53,20 @@ class Objective(ABC):
     window_extra = 0
 
     @abstractmethod
-    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0) -> Batch:
-        """Build a CPU training batch of `rows` samples at curriculum `stage`, drawing only from `generator`."""
+    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0,
+                   step: int = 0) -> Batch:
+        """Build a CPU training batch of `rows` samples for curriculum `stage` and training `step`,
+        drawing only from `generator`."""
 
     def validation_set(self, windows: TokenWindows, samples: int, batch_size: int,
                        generator: torch.Generator) -> list[Batch]:
         """The fixed validation set: `samples` rows in batches of `batch_size`, built once."""
         return [self.make_batch(windows, min(batch_size, samples - start), generator)
                 for start in range(0, samples, batch_size)]
+
+    def on_device(self, batch: Batch) -> Batch:
+        """Finish a batch that has reached the device (e.g. fill it with a frozen model's predictions)."""
+        return batch
 
     @abstractmethod
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:

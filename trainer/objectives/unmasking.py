@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from trainer.batches import TokenWindows
-from trainer.curriculum import Curriculum, Stage
+from trainer.curriculum import Curriculum
 from trainer.objectives.base import Batch, Objective
+from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.vocab import Vocabulary
 
 SNR_CLAMP = 100.0
@@ -23,37 +24,21 @@ class UnmaskingObjective(Objective):
     def __init__(self, curriculum: Curriculum, vocab: Vocabulary):
         self.curriculum, self.vocab = curriculum, vocab
 
-    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0) -> Batch:
+    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0,
+                   step: int = 0) -> Batch:
         plan = [(i, self.curriculum.train[i], n) for i, n in self.curriculum.training_rows(stage, rows)]
-        return self._assemble(*self._masked_rows(windows, plan, generator))
+        return self._assemble(masked_rows(windows, plan, self.vocab, generator))
 
     def validation_set(self, windows: TokenWindows, samples: int, batch_size: int,
                        generator: torch.Generator) -> list[Batch]:
-        """Equal samples for every validation stage (rounded up), packed into batches of batch_size."""
-        stages = self.curriculum.validation
-        per_stage = math.ceil(samples / len(stages))
-        rows = self._masked_rows(windows, [(i, stage, per_stage) for i, stage in enumerate(stages)], generator)
-        return [self._assemble(*(part[start:start + batch_size] for part in rows))
-                for start in range(0, len(rows[0]), batch_size)]
-
-    def _masked_rows(self, windows: TokenWindows, plan: list[tuple[int, Stage, int]], generator: torch.Generator):
-        """Sample and mask `n` windows for each (stage index, stage, n) of the plan."""
-        tokens, corrupted, mask, row_stage = [], [], [], []
-        for index, stage, n in plan:
-            x = windows.sample(n, generator)
-            masked = stage.strategy(x, mask_id=self.vocab.mask_id, base_vocab_size=self.vocab.base_size,
-                                    generator=generator)
-            tokens.append(x), corrupted.append(masked.corrupted), mask.append(masked.mask)
-            row_stage.append(torch.full((n,), index))
-        return torch.cat(tokens), torch.cat(corrupted), torch.cat(mask), torch.cat(row_stage)
+        chunks = validation_rows(self.curriculum.validation, samples, windows, self.vocab, generator, batch_size)
+        return [self._assemble(chunk) for chunk in chunks]
 
     @staticmethod
-    def _assemble(tokens, corrupted, mask, row_stage) -> Batch:
-        # The flat indices are found here, on the CPU side of the stream, so the training step
-        # gathers masked positions without a device-to-host sync.
-        predict_at = mask.flatten().nonzero().squeeze(1)
-        return Batch(inputs=corrupted, targets=tokens.flatten()[predict_at], predict_at=predict_at,
-                     mask=mask, row_stage=row_stage)
+    def _assemble(rows: MaskedRows) -> Batch:
+        predict_at = rows.predict_at
+        return Batch(inputs=rows.corrupted, targets=rows.tokens.flatten()[predict_at], predict_at=predict_at,
+                     mask=rows.mask, row_stage=rows.row_stage)
 
     def loss(self, model, batch: Batch) -> torch.Tensor:
         logits = model(batch.inputs, predict_at=batch.predict_at)

@@ -1,0 +1,66 @@
+"""Sequence scoring: how much of a text did the unmasking model regenerate?
+
+Positions chosen by the curriculum's current stage are filled by a frozen unmasking model (on
+the device, batched, without gradients); the input is [CLS] + the filled window, the target the
+fraction of regenerated positions, the prediction a sigmoid score trained with MSE.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from trainer.batches import TokenWindows
+from trainer.curriculum import Curriculum
+from trainer.objectives.base import Batch, Objective
+from trainer.objectives.filler import Filler
+from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
+from trainer.vocab import Vocabulary
+
+SEED_RANGE = 2**62
+
+
+class SequenceScoringObjective(Objective):
+    window_extra = -1  # the window leaves room for [CLS]
+
+    def __init__(self, curriculum: Curriculum, vocab: Vocabulary, filler: Filler):
+        self.curriculum, self.vocab, self.filler = curriculum, vocab, filler
+
+    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0,
+                   step: int = 0) -> Batch:
+        plan = [(i, self.curriculum.train[i], n) for i, n in self.curriculum.training_rows(stage, rows)]
+        return self._assemble(masked_rows(windows, plan, self.vocab, generator), generator)
+
+    def validation_set(self, windows, samples, batch_size, generator) -> list[Batch]:
+        chunks = validation_rows(self.curriculum.validation, samples, windows, self.vocab, generator, batch_size)
+        return [self._assemble(chunk, generator) for chunk in chunks]
+
+    @staticmethod
+    def _assemble(rows: MaskedRows, generator: torch.Generator) -> Batch:
+        seed = int(torch.randint(SEED_RANGE, (), generator=generator))
+        return Batch(inputs=rows.corrupted, targets=rows.tokens, predict_at=rows.predict_at, mask=rows.mask,
+                     row_stage=rows.row_stage, fill_seed=seed)
+
+    def on_device(self, batch: Batch) -> Batch:
+        filled = self.filler(batch.inputs, batch.targets, batch.predict_at, batch.fill_seed)
+        cls = torch.full((filled.size(0), 1), self.vocab.cls_id, dtype=filled.dtype, device=filled.device)
+        return Batch(inputs=torch.cat([cls, filled], dim=1), targets=batch.mask.float().mean(1),
+                     mask=batch.mask, row_stage=batch.row_stage)
+
+    def loss(self, model, batch: Batch) -> torch.Tensor:
+        return F.mse_loss(model(batch.inputs).float(), batch.targets)
+
+    @torch.no_grad()
+    def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
+        scores = torch.cat([model(b.inputs).float() for b in batches])
+        targets = torch.cat([b.targets for b in batches])
+        errors = scores - targets
+        centred_scores, centred_targets = scores - scores.mean(), targets - targets.mean()
+        pearson = (centred_scores * centred_targets).sum() / (
+            centred_scores.norm() * centred_targets.norm()).clamp(min=1e-12)
+        metrics = {
+            "loss": errors.pow(2).mean(),
+            "mae": errors.abs().mean(),
+            "baseline_mse": centred_targets.pow(2).mean(),  # always predicting the mean target
+            "pearson": pearson,
+        }
+        values = torch.stack(list(metrics.values())).tolist()  # one host sync for all metrics
+        return dict(zip(metrics, values))

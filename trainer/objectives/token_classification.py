@@ -1,0 +1,98 @@
+"""Per-token detection of replaced characters: label 1 where the input differs from the original.
+
+The corruption rate ramps linearly from rate_min to rate_max over rate_warmup steps. Selected
+positions get another character drawn uniformly (source=random) or a sample of a frozen
+unmasking model (source=model; filled on the device, label 1 only where the sample differs).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from masking import StickyMasking
+from trainer.batches import TokenWindows
+from trainer.objectives.base import Batch, Objective
+from trainer.objectives.filler import Filler
+from trainer.vocab import Vocabulary
+
+SEED_RANGE = 2**62
+
+
+class TokenClassificationObjective(Objective):
+    def __init__(self, mode, vocab: Vocabulary, filler: Filler | None = None):
+        self.mode, self.vocab, self.filler = mode, vocab, filler
+
+    def rate(self, step: int) -> float:
+        progress = min(1.0, step / self.mode.rate_warmup) if self.mode.rate_warmup else 1.0
+        return self.mode.rate_min + progress * (self.mode.rate_max - self.mode.rate_min)
+
+    @property
+    def validation_rate(self) -> float:
+        """The fixed validation set sits mid-ramp, where neither class dominates the labels."""
+        return (self.mode.rate_min + self.mode.rate_max) / 2
+
+    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0,
+                   step: int = 0, rate: float | None = None) -> Batch:
+        tokens = windows.sample(rows, generator)
+        selected = self.select(tokens, self.rate(step) if rate is None else rate, generator)
+        seed = int(torch.randint(SEED_RANGE, (), generator=generator))
+        if self.filler is not None:  # the frozen model completes the masked positions on the device
+            masked = torch.where(selected, self.vocab.mask_id, tokens)
+            return Batch(inputs=masked, targets=tokens, predict_at=selected.flatten().nonzero().squeeze(1),
+                         mask=selected, fill_seed=seed)
+        replaced = torch.where(selected, self.other_characters(tokens, generator), tokens)
+        return Batch(inputs=replaced, targets=selected.long(), mask=selected)
+
+    def validation_set(self, windows, samples, batch_size, generator) -> list[Batch]:
+        return [self.make_batch(windows, min(batch_size, samples - start), generator, rate=self.validation_rate)
+                for start in range(0, samples, batch_size)]
+
+    def select(self, tokens: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
+        if self.mode.selection.value == "sticky":
+            return StickyMasking(rate, self.mode.sticky_p1, self.mode.sticky_p2).select(tokens, generator)
+        return torch.rand(tokens.shape, generator=generator) < rate
+
+    def other_characters(self, tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A uniform draw from the M - 1 characters that differ from each original one."""
+        draw = torch.randint(self.vocab.base_size - 1, tokens.shape, generator=generator)
+        return draw + (draw >= tokens).long()
+
+    def on_device(self, batch: Batch) -> Batch:
+        if self.filler is None:
+            return batch
+        filled = self.filler(batch.inputs, batch.targets, batch.predict_at, batch.fill_seed)
+        return Batch(inputs=filled, targets=(filled != batch.targets).long(), mask=batch.mask)
+
+    def loss(self, model, batch: Batch) -> torch.Tensor:
+        logits = model(batch.inputs).flatten(0, 1).float()
+        labels = batch.targets.flatten()
+        weight = None
+        if self.mode.class_weights:
+            # inverse class frequency in this batch (absent classes weigh 0), computed on the device
+            counts = torch.bincount(labels, minlength=self.mode.num_classes).float()
+            weight = torch.where(counts > 0, labels.numel() / (self.mode.num_classes * counts.clamp(min=1)), 0.0)
+        return F.cross_entropy(logits, labels, weight=weight)
+
+    @torch.no_grad()
+    def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
+        losses, predictions, labels = [], [], []
+        for batch in batches:
+            logits = model(batch.inputs).float()
+            losses.append(F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none"))
+            predictions.append(logits.argmax(-1).flatten())
+            labels.append(batch.targets.flatten())
+        predicted, actual = torch.cat(predictions) == 1, torch.cat(labels) == 1
+        true_pos = (predicted & actual).sum().float()
+        precision = true_pos / predicted.sum().clamp(min=1)
+        recall = true_pos / actual.sum().clamp(min=1)
+        replaced = actual.float().mean()
+        metrics = {
+            "loss": torch.cat(losses).mean(),
+            "accuracy": (predicted == actual).float().mean(),
+            "precision": precision,
+            "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall).clamp(min=1e-12),
+            "majority_baseline": torch.maximum(replaced, 1 - replaced),  # accuracy of always guessing the larger class
+            "replaced_fraction": replaced,
+        }
+        values = torch.stack(list(metrics.values())).tolist()  # one host sync for all metrics
+        return dict(zip(metrics, values))

@@ -1,0 +1,87 @@
+"""Transfer learning: a trunk from a checkpoint of any mode, frozen or not, and the two-stage unfreeze.
+
+The optimizer's structure follows the frozen state: while the trunk is frozen it holds only the
+head; unfreezing adds the trunk as groups of their own (with `lr_multiplier`), so the head keeps
+its Adam state and the trunk's learning rate stays scaled for the rest of the run.
+"""
+
+from typing import Callable
+
+import torch
+
+from models import GPT
+from trainer.checkpoint import load_checkpoint
+from trainer.errors import CheckpointError
+from trainer.vocab import Vocabulary
+
+CLS_INIT_STD = 0.001  # the [CLS] row starts near zero: the trunk has never seen it as input
+
+
+class Transfer:
+    def __init__(self, kind: str, unfreeze_at: int | None, lr_multiplier: float, weight_decay: float,
+                 make_optimizer: Callable[[list[dict]], torch.optim.Optimizer]):
+        self.kind, self.unfreeze_at, self.lr_multiplier = kind, unfreeze_at, lr_multiplier
+        self.weight_decay, self.make_optimizer = weight_decay, make_optimizer
+
+    @property
+    def freezes(self) -> bool:
+        return self.kind in ("feature_extraction", "two_stage")
+
+    def load_trunk(self, model: GPT, path: str, vocab: Vocabulary) -> None:
+        """Copy the trunk (`transformer.*`) of the checkpoint at `path`; the head keeps its fresh init."""
+        payload = load_checkpoint(path, key="transfer.checkpoint")
+        saved = {k: payload["architecture"].get(k) for k in model.config.trunk()}
+        differences = [f"{k}: {saved[k]} -> {v}" for k, v in model.config.trunk().items() if saved[k] != v]
+        if differences:
+            raise CheckpointError("transfer.checkpoint", "its trunk differs from the configured model: "
+                                  + ", ".join(differences), "a checkpoint with the same model.* sizes and vocabulary")
+        if Vocabulary.from_dict(payload["vocab"]) != vocab:
+            raise CheckpointError("transfer.checkpoint", "it was trained on another vocabulary than this corpus",
+                                  "a checkpoint trained on the same data")
+        trunk = {k: v for k, v in payload["model"].items() if k.startswith("transformer.")}
+        if "transformer.wpe.weight" in trunk:  # learned positions: keep the rows this block size uses
+            trunk["transformer.wpe.weight"] = trunk["transformer.wpe.weight"][:model.config.block_size]
+        try:
+            model.load_state_dict(trunk, strict=False)
+        except RuntimeError as err:
+            raise CheckpointError("transfer.checkpoint", f"its trunk does not fit ({str(err).splitlines()[-1].strip()})",
+                                  "a checkpoint with the same model.* sizes") from None
+        with torch.no_grad():
+            model.transformer.wte.weight[vocab.cls_id].normal_(0.0, CLS_INIT_STD)
+
+    def optimizer_for(self, model: GPT, unfrozen: bool) -> torch.optim.Optimizer:
+        """A fresh optimizer whose groups match the frozen state (its state is loaded right after)."""
+        trainable = not self.freezes or unfrozen
+        model.transformer.requires_grad_(trainable)
+        if not self.freezes:
+            return self.make_optimizer(model.param_groups(self.weight_decay))
+        groups = model.param_groups(self.weight_decay, model.head_parameters())
+        if unfrozen:
+            groups += self.trunk_groups(model)
+        return self.make_optimizer(groups)
+
+    def trunk_groups(self, model: GPT) -> list[dict]:
+        groups = model.param_groups(self.weight_decay, model.trunk_parameters(), prefix="trunk_")
+        return [{**group, "lr_multiplier": self.lr_multiplier} for group in groups]
+
+    def maybe_unfreeze(self, trainer) -> None:
+        state = trainer.state
+        if self.kind != "two_stage" or state.unfrozen or state.step < self.unfreeze_at:
+            return
+        model = trainer.raw_model
+        model.transformer.requires_grad_(True)
+        for group in self.trunk_groups(model):  # the head's groups and Adam state stay as they are
+            trainer.optimizer.add_param_group(group)
+        state.unfrozen = True
+        trainer.callbacks.on_event(
+            trainer, f"unfroze the trunk at step {state.step}: its LR is the scheduled LR x {self.lr_multiplier:g}; "
+                     f"{parameter_summary(model)}",
+            {"event": "unfreeze", "lr": trainer.lr, "lr_multiplier": self.lr_multiplier})
+
+
+def parameter_summary(model: torch.nn.Module) -> str:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = total - trainable
+    return (f"parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.1f}%), "
+            f"{frozen:,} frozen ({100 * frozen / total:.1f}%)")
