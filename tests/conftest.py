@@ -64,3 +64,11 @@ def train(run_dir: Path, overrides: list[str]):
     trainer = build_trainer(compose_config(overrides), run_dir, Console(file=out, width=200), overrides)
     trainer.fit()
     return trainer, out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def unmasking_checkpoint(tmp_path_factory, corpus_file) -> Path:
+    """A small trained unmasking model, for the modes and transfers that build on one."""
+    run_dir = tmp_path_factory.mktemp("unmasking")
+    train(run_dir, tiny_overrides(corpus_file, "max_iters=150", "eval_interval=150", "optim.lr=5e-3"))
+    return run_dir / "checkpoints" / "best.pt"

@@ -60,9 +60,14 @@ def test_nanogpt_cpu_recipe():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_runs_a_few_steps(tmp_path, experiment, corpus_file):
+def test_experiment_runs_a_few_steps(tmp_path, experiment, corpus_file, unmasking_checkpoint):
     overrides = [f"experiment={experiment}", "data=text", f"data.path={corpus_file}", *TINY_RUN,
                  "max_iters=3", "eval_interval=3"]
+    cfg = compose_config(overrides)
+    if cfg.mode.unmasking_checkpoint:  # the pipeline presets read the checkpoint of an unmasking run
+        overrides.append(f"mode.unmasking_checkpoint={unmasking_checkpoint}")
+    if cfg.transfer.checkpoint:
+        overrides.append(f"transfer.checkpoint={unmasking_checkpoint}")
     trainer, _ = train(tmp_path, overrides)
     assert trainer.state.step == 3
     assert (tmp_path / "checkpoints" / "ckpt_0000003.pt").is_file()

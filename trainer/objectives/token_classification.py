@@ -25,10 +25,6 @@ class TokenClassificationObjective(Objective):
         progress = min(1.0, step / self.mode.rate_warmup) if self.mode.rate_warmup else 1.0
         return self.mode.rate_min + progress * (self.mode.rate_max - self.mode.rate_min)
 
-    @property
-    def validation_rate(self) -> float:
-        """The fixed validation set sits mid-ramp, where neither class dominates the labels."""
-        return (self.mode.rate_min + self.mode.rate_max) / 2
 
     def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0,
                    step: int = 0, rate: float | None = None) -> Batch:
@@ -43,8 +39,11 @@ class TokenClassificationObjective(Objective):
         return Batch(inputs=replaced, targets=selected.long(), mask=selected)
 
     def validation_set(self, windows, samples, batch_size, generator) -> list[Batch]:
-        return [self.make_batch(windows, min(batch_size, samples - start), generator, rate=self.validation_rate)
-                for start in range(0, samples, batch_size)]
+        """Batches at rates spread evenly over the whole ramp, so every difficulty is measured."""
+        starts = range(0, samples, batch_size)
+        rates = torch.linspace(self.mode.rate_min, self.mode.rate_max, len(starts)).tolist()
+        return [self.make_batch(windows, min(batch_size, samples - start), generator, rate=rate)
+                for start, rate in zip(starts, rates)]
 
     def select(self, tokens: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
         if self.mode.selection.value == "sticky":
