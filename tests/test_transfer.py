@@ -46,7 +46,8 @@ def test_scorer_from_an_unmasking_run_beats_the_mean_baseline(tmp_path, corpus_f
                                    "transfer=two_stage", f"transfer.checkpoint={unmasking_checkpoint}",
                                    "transfer.unfreeze_at_iteration=40", "transfer.unfreeze_lr_multiplier=0.5",
                                    "masking=random", "masking.max_masked_ratio=0.9", "max_iters=120", "eval_interval=60"))
-    last = evals(tmp_path)[-1]
+    first, last = evals(tmp_path)[0], evals(tmp_path)[-1]
+    assert last["val/loss"] < first["val/loss"]
     assert last["val/loss"] < last["val/baseline_mse"]
     assert last["val/pearson"] > 0.3
     assert {"val/mae", "val/baseline_mse", "val/pearson"} <= set(last)
