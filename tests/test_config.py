@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import TINY_RUN, compose_config, train
 from trainer.cli import CONF_DIR
-from trainer.config import validate
+from trainer.validation import validate
 from trainer.errors import ConfigError
 
 GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name not in ("experiment", "logger"))

@@ -12,7 +12,7 @@ from models import GPT, GPTConfig
 from tests.conftest import compose_config, generated_text, tiny_overrides, train
 from trainer.batches import Stream, TokenWindows, generator_for
 from trainer.modes import make_curriculum
-from trainer.config import validate
+from trainer.validation import validate
 from trainer.curriculum import Curriculum, Stage
 from trainer.errors import ConfigError
 from trainer.objectives import UnmaskingObjective

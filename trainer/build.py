@@ -18,14 +18,14 @@ from stability import (Fault, FaultInjector, GradNormCheck, LogitsCheck, LossChe
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
 from trainer.callbacks import CallbackList, JsonlLogger, StepReporter
 from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, load_checkpoint
-from trainer.config import fault_kind, validate
+from trainer.validation import fault_kind, validate
 from trainer.console import ConsoleLogger
 from trainer.corpus import PreparedCorpus, load_text, prepare
 from trainer.errors import CheckpointError, ConfigError, DataError
 from trainer.loop import Data, Trainer
-from trainer.recovery import Recovery
 from trainer.modes import load_unmasking_model, make_curriculum, make_objective, model_config, window_length
 from trainer.objectives import Objective
+from trainer.recovery import Recovery
 from trainer.transfer import Transfer
 from trainer.vocab import Vocabulary
 

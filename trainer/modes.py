@@ -4,7 +4,8 @@ from omegaconf import DictConfig
 
 from models import GPT, GPTConfig
 from trainer.checkpoint import load_checkpoint
-from trainer.config import STAGED_MODES, ModeName, build_masking
+from trainer.config import STAGED_MODES, ModeName
+from trainer.validation import build_masking
 from trainer.curriculum import Curriculum, Stage
 from trainer.errors import CheckpointError
 from trainer.objectives import (Filler, LanguageModelObjective, Objective, SequenceScoringObjective,
