@@ -25,6 +25,7 @@ from trainer.errors import UserError
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+LOG_WIDTH = 160
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
@@ -32,7 +33,8 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def train(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    console = Console(stderr=False)
+    # A log file has no terminal width: give tables room instead of rich's default of 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
     try:
         trainer = build_trainer(cfg, run_dir, console, hydra_cfg.overrides.task)
     except UserError as err:

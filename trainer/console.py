@@ -82,7 +82,7 @@ def stage_table(record: dict, curriculum, current: int) -> Table:
     """One row per validation stage; the training stage in progress is marked."""
     table = Table(title="validation stages", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
     table.add_column("stage", justify="right")
-    table.add_column("strategy")
+    table.add_column("strategy", no_wrap=True)
     for title in STAGE_COLUMNS.values():
         table.add_column(title, justify="right")
     for index, stage in enumerate(curriculum.validation):
