@@ -5,7 +5,7 @@ from omegaconf import DictConfig
 from models import GPT, GPTConfig
 from trainer.checkpoint import load_checkpoint
 from trainer.config import STAGED_MODES, ModeName
-from trainer.validation import build_masking
+from trainer.validation import build_masking, uses_unmasking_model
 from trainer.curriculum import Curriculum, Stage
 from trainer.errors import CheckpointError
 from trainer.objectives import (Filler, LanguageModelObjective, Objective, SequenceScoringObjective,
@@ -59,7 +59,7 @@ def make_objective(cfg: DictConfig, vocab: Vocabulary, curriculum: Curriculum | 
 
 def load_unmasking_model(cfg: DictConfig, vocab: Vocabulary, device, autocast) -> Filler | None:
     """The frozen unmasking model that fills positions, when the mode uses one."""
-    if not cfg.mode.unmasking_checkpoint or cfg.mode.name == ModeName.unmasking:
+    if not uses_unmasking_model(cfg.mode):
         return None
     key = "mode.unmasking_checkpoint"
     payload = load_checkpoint(cfg.mode.unmasking_checkpoint, key=key)

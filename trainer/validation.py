@@ -62,11 +62,15 @@ def _check_mode(cfg: DictConfig) -> None:
         _check_range("mode.sticky_p2", mode.sticky_p2, 0, 1, "a number in [0, 1]")
         if mode.num_classes != 2:
             raise ConfigError("mode.num_classes", f"{mode.num_classes}", "2 (original / replaced)")
-    needs_generator = mode.name == ModeName.sequence_scoring or (
-        mode.name == ModeName.token_classification and mode.source == ReplacementSource.model)
-    if needs_generator and not mode.unmasking_checkpoint:
+    if uses_unmasking_model(mode) and not mode.unmasking_checkpoint:
         raise ConfigError("mode.unmasking_checkpoint", f"missing: {mode.name.value} fills positions with a frozen "
                           "unmasking model", "the path of a checkpoint of an unmasking run")
+
+
+def uses_unmasking_model(mode: DictConfig) -> bool:
+    """Whether the mode fills positions with a frozen unmasking model (mode.unmasking_checkpoint)."""
+    return mode.name == ModeName.sequence_scoring or (
+        mode.name == ModeName.token_classification and mode.source == ReplacementSource.model)
 
 
 def _check_transfer(transfer: DictConfig) -> None:

@@ -8,6 +8,11 @@ import torch
 from trainer.batches import TokenWindows
 
 
+def draw_seed(generator: torch.Generator) -> int:
+    """A seed for randomness that happens later on the device, drawn from the batch's own generator."""
+    return int(torch.randint(2**62, (), generator=generator))
+
+
 @dataclass(frozen=True)
 class Batch:
     """One micro-batch. Built on the CPU by the batch stream, moved to the device by the loop.

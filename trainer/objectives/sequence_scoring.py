@@ -10,13 +10,10 @@ import torch.nn.functional as F
 
 from trainer.batches import TokenWindows
 from trainer.curriculum import Curriculum
-from trainer.objectives.base import Batch, Objective
+from trainer.objectives.base import Batch, Objective, draw_seed
 from trainer.objectives.filler import Filler
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.vocab import Vocabulary
-
-SEED_RANGE = 2**62
-
 
 class SequenceScoringObjective(Objective):
     window_extra = -1  # the window leaves room for [CLS]
@@ -35,7 +32,7 @@ class SequenceScoringObjective(Objective):
 
     @staticmethod
     def _assemble(rows: MaskedRows, generator: torch.Generator) -> Batch:
-        seed = int(torch.randint(SEED_RANGE, (), generator=generator))
+        seed = draw_seed(generator)
         return Batch(inputs=rows.corrupted, targets=rows.tokens, predict_at=rows.predict_at, mask=rows.mask,
                      row_stage=rows.row_stage, fill_seed=seed)
 

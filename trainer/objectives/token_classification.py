@@ -10,12 +10,9 @@ import torch.nn.functional as F
 
 from masking import StickyMasking
 from trainer.batches import TokenWindows
-from trainer.objectives.base import Batch, Objective
+from trainer.objectives.base import Batch, Objective, draw_seed
 from trainer.objectives.filler import Filler
 from trainer.vocab import Vocabulary
-
-SEED_RANGE = 2**62
-
 
 class TokenClassificationObjective(Objective):
     def __init__(self, mode, vocab: Vocabulary, filler: Filler | None = None):
@@ -30,7 +27,7 @@ class TokenClassificationObjective(Objective):
                    step: int = 0, rate: float | None = None) -> Batch:
         tokens = windows.sample(rows, generator)
         selected = self.select(tokens, self.rate(step) if rate is None else rate, generator)
-        seed = int(torch.randint(SEED_RANGE, (), generator=generator))
+        seed = draw_seed(generator)
         if self.filler is not None:  # the frozen model completes the masked positions on the device
             masked = torch.where(selected, self.vocab.mask_id, tokens)
             return Batch(inputs=masked, targets=tokens, predict_at=selected.flatten().nonzero().squeeze(1),
