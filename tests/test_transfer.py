@@ -147,3 +147,10 @@ def test_a_scorer_checkpoint_is_no_unmasking_model(tmp_path, corpus_file, unmask
     result = run_cli(*tiny_overrides(corpus_file), "mode=sequence_scoring",
                      f"mode.unmasking_checkpoint={run_dir / 'checkpoints' / 'best.pt'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert_rejected(result, "mode.unmasking_checkpoint", "sequence_scoring run")
+
+
+def test_random_replacements_need_no_unmasking_model(tmp_path, corpus_file):
+    trainer, _ = train(tmp_path, tiny_overrides(corpus_file, "mode=token_classification", "mode.source=random",
+                                                "mode.unmasking_checkpoint=/not/needed.pt", "max_iters=2",
+                                                "eval_interval=2"))
+    assert trainer.objective.filler is None and trainer.state.step == 2
