@@ -12,12 +12,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from trainer.callbacks import Callback
+from trainer.transfer import parameter_summary
+
 STAGE_KEY = re.compile(r"^val/stage_(\d+)_(\w+)$")
 STAGE_COLUMNS = {"loss": "loss", "accuracy": "top-1", "p_correct": "p(correct)", "snr_median": "snr median",
                  "mask_ratio_mean": "mask ratio"}
-
-from trainer.callbacks import Callback
-from trainer.transfer import parameter_summary
 
 
 class ConsoleLogger(Callback):
