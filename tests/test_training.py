@@ -90,3 +90,23 @@ def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(bad)
+
+
+def test_gradient_accumulation_backpropagates_every_micro_batch(tmp_path, corpus_file):
+    """Two micro-batches of B give the gradient of their mean loss: each has its own data and backward."""
+    import copy
+    import io
+    from rich.console import Console
+    from tests.conftest import compose_config
+    from trainer.build import build_trainer
+    overrides = tiny_overrides(corpus_file, "mode=language_model", "gradient_accumulation_steps=2", "optim.grad_clip=0")
+    trainer = build_trainer(compose_config(overrides), tmp_path, Console(file=io.StringIO()))
+    reference = copy.deepcopy(trainer.raw_model)
+    first, second = trainer.data.stream.get(0, 0), trainer.data.stream.get(0, 1)
+    assert not torch.equal(first.inputs, second.inputs)
+    trainer.train_step()
+    trainer.data.stream.close()
+    loss = sum(trainer.objective.loss(reference, batch) for batch in (first, second)) / 2
+    loss.backward()
+    for (name, expected), actual in zip(reference.named_parameters(), trainer.raw_model.parameters()):
+        torch.testing.assert_close(actual.grad, expected.grad, rtol=1e-5, atol=1e-7, msg=name)
