@@ -17,7 +17,7 @@ from stability import (Fault, FaultInjector, GradNormCheck, LogitsCheck, LossChe
                        StabilityMonitor)
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
 from trainer.callbacks import CallbackList, JsonlLogger, StepReporter
-from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, load_checkpoint
+from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, check_vocabulary, load_checkpoint
 from trainer.validation import fault_kind, validate
 from trainer.console import ConsoleLogger
 from trainer.corpus import PreparedCorpus, load_text, prepare
@@ -140,9 +140,7 @@ def check_compatible(payload: dict, model: GPT, vocab: Vocabulary) -> None:
     if differences:
         raise CheckpointError("resume", "the checkpoint's architecture differs from the config: " + ", ".join(differences),
                               "a checkpoint of the configured architecture, or matching model.* overrides")
-    if Vocabulary.from_dict(payload["vocab"]) != vocab:
-        raise CheckpointError("resume", "the checkpoint was trained on another vocabulary than this corpus",
-                              "the data the checkpoint was trained on")
+    check_vocabulary(payload, vocab, "resume", "the data the checkpoint was trained on")
 
 
 def make_stability_monitor(cfg: DictConfig, model: GPT, scaler: torch.amp.GradScaler) -> StabilityMonitor:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from trainer.errors import CheckpointError
+from trainer.vocab import Vocabulary
 
 _STEP_FILE = re.compile(r"^ckpt_(\d+)\.pt$")
 BEST = "best.pt"
@@ -74,6 +75,12 @@ def load_checkpoint(path: str | Path, key: str = "resume") -> dict:
     if not isinstance(payload, dict) or "model" not in payload or "architecture" not in payload:
         raise CheckpointError(key, f"{path} is not a checkpoint of this trainer", "a checkpoint written by this trainer")
     return payload
+
+
+def check_vocabulary(payload: dict, vocab: Vocabulary, key: str, allowed: str) -> None:
+    """A checkpoint's ids mean characters of its own corpus: refuse one trained on another text."""
+    if Vocabulary.from_dict(payload["vocab"]) != vocab:
+        raise CheckpointError(key, "it was trained on another vocabulary than this corpus", allowed)
 
 
 def architecture_mismatch(saved: dict, configured: dict) -> list[str]:

@@ -3,7 +3,7 @@
 from omegaconf import DictConfig
 
 from models import GPT, GPTConfig
-from trainer.checkpoint import load_checkpoint
+from trainer.checkpoint import check_vocabulary, load_checkpoint
 from trainer.config import STAGED_MODES, ModeName
 from trainer.validation import build_masking, uses_unmasking_model
 from trainer.curriculum import Curriculum, Stage
@@ -66,9 +66,7 @@ def load_unmasking_model(cfg: DictConfig, vocab: Vocabulary, device, autocast) -
     if payload["config"]["mode"]["name"] != "unmasking":
         raise CheckpointError(key, f"it is a checkpoint of a {payload['config']['mode']['name']} run",
                               "a checkpoint of an unmasking run")
-    if Vocabulary.from_dict(payload["vocab"]) != vocab:
-        raise CheckpointError(key, "it was trained on another vocabulary than this corpus",
-                              "an unmasking checkpoint trained on the same data")
+    check_vocabulary(payload, vocab, key, "an unmasking checkpoint trained on the same data")
     if payload["architecture"]["block_size"] < window_length(cfg):
         raise CheckpointError(key, f"its block_size {payload['architecture']['block_size']} is shorter than the "
                               f"windows of {window_length(cfg)}", "an unmasking model with a block_size this long")

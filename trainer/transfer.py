@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from models import GPT
-from trainer.checkpoint import load_checkpoint
+from trainer.checkpoint import architecture_mismatch, check_vocabulary, load_checkpoint
 from trainer.errors import CheckpointError
 from trainer.vocab import Vocabulary
 
@@ -31,13 +31,11 @@ class Transfer:
         """Copy the trunk (`transformer.*`) of the checkpoint at `path`; the head keeps its fresh init."""
         payload = load_checkpoint(path, key="transfer.checkpoint")
         saved = {k: payload["architecture"].get(k) for k in model.config.trunk()}
-        differences = [f"{k}: {saved[k]} -> {v}" for k, v in model.config.trunk().items() if saved[k] != v]
+        differences = architecture_mismatch(saved, model.config.trunk())
         if differences:
             raise CheckpointError("transfer.checkpoint", "its trunk differs from the configured model: "
                                   + ", ".join(differences), "a checkpoint with the same model.* sizes and vocabulary")
-        if Vocabulary.from_dict(payload["vocab"]) != vocab:
-            raise CheckpointError("transfer.checkpoint", "it was trained on another vocabulary than this corpus",
-                                  "a checkpoint trained on the same data")
+        check_vocabulary(payload, vocab, "transfer.checkpoint", "a checkpoint trained on the same data")
         trunk = {k: v for k, v in payload["model"].items() if k.startswith("transformer.")}
         if "transformer.wpe.weight" in trunk:  # learned positions: keep the rows this block size uses
             trunk["transformer.wpe.weight"] = trunk["transformer.wpe.weight"][:model.config.block_size]

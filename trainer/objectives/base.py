@@ -8,6 +8,11 @@ import torch
 from trainer.batches import TokenWindows
 
 
+def host_values(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Device metrics as floats, read with one host sync for all of them."""
+    return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
+
+
 def draw_seed(generator: torch.Generator) -> int:
     """A seed for randomness that happens later on the device, drawn from the batch's own generator."""
     return int(torch.randint(2**62, (), generator=generator))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from trainer.batches import TokenWindows
 from trainer.curriculum import Curriculum
-from trainer.objectives.base import Batch, Objective, draw_seed
+from trainer.objectives.base import Batch, Objective, draw_seed, host_values
 from trainer.objectives.filler import Filler
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.vocab import Vocabulary
@@ -59,5 +59,4 @@ class SequenceScoringObjective(Objective):
             "baseline_mse": centred_targets.pow(2).mean(),  # always predicting the mean target
             "pearson": pearson,
         }
-        values = torch.stack(list(metrics.values())).tolist()  # one host sync for all metrics
-        return dict(zip(metrics, values))
+        return host_values(metrics)

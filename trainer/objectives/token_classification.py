@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from masking import StickyMasking
 from trainer.batches import TokenWindows
-from trainer.objectives.base import Batch, Objective, draw_seed
+from trainer.objectives.base import Batch, Objective, draw_seed, host_values
 from trainer.objectives.filler import Filler
 from trainer.vocab import Vocabulary
 
@@ -90,5 +90,4 @@ class TokenClassificationObjective(Objective):
             "majority_baseline": torch.maximum(replaced, 1 - replaced),  # accuracy of always guessing the larger class
             "replaced_fraction": replaced,
         }
-        values = torch.stack(list(metrics.values())).tolist()  # one host sync for all metrics
-        return dict(zip(metrics, values))
+        return host_values(metrics)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from trainer.batches import TokenWindows
 from trainer.curriculum import Curriculum
-from trainer.objectives.base import Batch, Objective
+from trainer.objectives.base import Batch, Objective, host_values
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.vocab import Vocabulary
 
@@ -54,8 +54,7 @@ class UnmaskingObjective(Objective):
             in_stage = self._summary({k: v[per_token["stage"] == stage] for k, v in per_token.items()},
                                      {k: v[per_row["stage"] == stage] for k, v in per_row.items()})
             metrics.update({f"stage_{stage}_{name}": value for name, value in in_stage.items()})
-        values = torch.stack(list(metrics.values())).tolist()  # one host sync for all metrics
-        return dict(zip(metrics, values))
+        return host_values(metrics)
 
     def _collect(self, model, batches: list[Batch]) -> tuple[dict, dict]:
         """Per masked token: loss, p(correct), signal-to-noise, top-1 hit, stage. Per row: ratio, stage."""
