@@ -33,9 +33,16 @@ def main() -> None:
     args = parser.parse_args()
 
     register_schemas()
-    overrides = ["stages=canonical14", f"model={args.model}", f"block_size={args.block_size}",
-                 f"batch_size={args.batch_size}", f"eval_iters={args.eval_iters}", f"system={args.device}",
-                 "logger=[]", "data.prefetch=2"]
+    overrides = [
+        "stages=canonical14",
+        f"model={args.model}",
+        f"block_size={args.block_size}",
+        f"batch_size={args.batch_size}",
+        f"eval_iters={args.eval_iters}",
+        f"system={args.device}",
+        "logger=[]",
+        "data.prefetch=2",
+    ]
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose(config_name="config", overrides=overrides)
     with tempfile.TemporaryDirectory() as run_dir:
@@ -53,8 +60,10 @@ def main() -> None:
         trainer.data.stream.close()
         samples = sum(b.inputs.size(0) for b in trainer.data.validation_set)
 
-    print(f"\nstages=canonical14 model={args.model} block={args.block_size} batch={args.batch_size} "
-          f"eval_iters={args.eval_iters} ({samples} validation samples, device {trainer.device})")
+    print(
+        f"\nstages=canonical14 model={args.model} block={args.block_size} batch={args.batch_size} "
+        f"eval_iters={args.eval_iters} ({samples} validation samples, device {trainer.device})"
+    )
     print(f"{'':<28}{'seconds':>10}{'in train steps':>16}")
     print(f"{'one training step':<28}{step_s:>10.2f}{1.0:>16.1f}")
     print(f"{'one full evaluation':<28}{eval_s:>10.2f}{eval_s / step_s:>16.1f}")

@@ -31,20 +31,38 @@ REFERENCE = {"val_loss": 1.886, "wall_s": 112.0}
 def run_trainer(data: Path, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as run_dir:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "trainer", "experiment=shakespeare_lm_cpu", f"data.path={data}",
-                        f"seed={seed}", f"hydra.run.dir={run_dir}", "logger=[jsonl]"], check=True, cwd=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "trainer",
+                "experiment=shakespeare_lm_cpu",
+                f"data.path={data}",
+                f"seed={seed}",
+                f"hydra.run.dir={run_dir}",
+                "logger=[jsonl]",
+            ],
+            check=True,
+            cwd=ROOT,
+        )
         wall = time.perf_counter() - start
         records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     logs = [r for r in records if "ms_per_step" in r]
-    return {"val_loss": records[-1]["val/loss"], "wall_s": wall,
-            "ms_per_step": sum(r["ms_per_step"] for r in logs) / len(logs)}
+    return {
+        "val_loss": records[-1]["val/loss"],
+        "wall_s": wall,
+        "ms_per_step": sum(r["ms_per_step"] for r in logs) / len(logs),
+    }
 
 
 def bare_loop_ms_per_step(steps: int = 300) -> float:
     """The recipe's model and optimizer in the plainest possible loop, on random tokens."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=80, block_size=64, n_layer=4, n_head=4, n_embd=128,
-                          attention="causal", positions="learned"))
+    model = GPT(
+        GPTConfig(
+            vocab_size=80, block_size=64, n_layer=4, n_head=4, n_embd=128, attention="causal", positions="learned"
+        )
+    )
     optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=1e-3, betas=(0.9, 0.99))
     x, y = torch.randint(0, 65, (12, 64)), torch.randint(0, 65, (12, 64))
     for i in range(steps + 20):
@@ -71,10 +89,14 @@ def main() -> None:
     print(f"\n{'run':<22}{'val loss':>10}{'wall s':>10}{'ms/step':>10}{'vs bare loop':>14}")
     print(f"{'nanoGPT (reference)':<22}{REFERENCE['val_loss']:>10.3f}{REFERENCE['wall_s']:>10.1f}{'':>10}{'':>14}")
     for seed, run in zip(args.seeds, runs):
-        print(f"{'trainer seed=' + str(seed):<22}{run['val_loss']:>10.3f}{run['wall_s']:>10.1f}"
-              f"{run['ms_per_step']:>10.1f}{run['ms_per_step'] / bare:>13.2f}x")
-    print(f"{'bare loop':<22}{'':>10}{'':>10}{bare:>10.1f}{1.0:>13.2f}x  "
-          f"(before {bare_before:.1f}, after {bare_after:.1f} ms/step)")
+        print(
+            f"{'trainer seed=' + str(seed):<22}{run['val_loss']:>10.3f}{run['wall_s']:>10.1f}"
+            f"{run['ms_per_step']:>10.1f}{run['ms_per_step'] / bare:>13.2f}x"
+        )
+    print(
+        f"{'bare loop':<22}{'':>10}{'':>10}{bare:>10.1f}{1.0:>13.2f}x  "
+        f"(before {bare_before:.1f}, after {bare_after:.1f} ms/step)"
+    )
 
 
 if __name__ == "__main__":

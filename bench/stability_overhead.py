@@ -33,8 +33,17 @@ class StepClock(Callback):
 
 
 def ms_per_step(stability: str, steps: int) -> float:
-    overrides = [f"stability={stability}", "model=small", "system=cpu", f"max_iters={steps}",
-                 f"eval_interval={steps}", "eval_iters=1", "log_interval=50", "logger=[]", "stages=single"]
+    overrides = [
+        f"stability={stability}",
+        "model=small",
+        "system=cpu",
+        f"max_iters={steps}",
+        f"eval_interval={steps}",
+        "eval_iters=1",
+        "log_interval=50",
+        "logger=[]",
+        "stages=single",
+    ]
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose(config_name="config", overrides=overrides)
     with tempfile.TemporaryDirectory() as run_dir:

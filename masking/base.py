@@ -44,9 +44,7 @@ class MaskingStrategy(ABC):
     def _describe_corruption(self) -> str:
         return "" if self.corruption is None else f" {self.corruption.describe()}"
 
-    def __call__(
-        self, x: Tensor, *, mask_id: int, base_vocab_size: int, generator: torch.Generator
-    ) -> MaskingResult:
+    def __call__(self, x: Tensor, *, mask_id: int, base_vocab_size: int, generator: torch.Generator) -> MaskingResult:
         if x.dim() != 2:
             raise ValueError(f"expected token ids of shape (B, T), got {tuple(x.shape)}")
         selected = self.select(x, generator)

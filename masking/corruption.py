@@ -42,9 +42,7 @@ class Corruption:
         """Return a corrupted copy of `x`; positions outside `selected` are never changed."""
         u = torch.rand(x.shape, generator=generator, device=x.device)
         # Random ids are drawn from the base vocabulary only, so the mask id (appended after it) never appears here.
-        random_ids = torch.randint(
-            0, base_vocab_size, x.shape, generator=generator, device=x.device, dtype=x.dtype
-        )
+        random_ids = torch.randint(0, base_vocab_size, x.shape, generator=generator, device=x.device, dtype=x.dtype)
         to_mask = selected & (u < self.mask_prob)
         to_random = selected & ~to_mask & (u < self.mask_prob + self.random_prob)
         return torch.where(to_random, random_ids, x.masked_fill(to_mask, mask_id))

@@ -40,9 +40,11 @@ class SpanMasking(MaskingStrategy):
         if self.spans_count == 0 or seq_len <= 1:
             return torch.zeros(batch, seq_len, dtype=torch.bool, device=x.device)
         # randint(0, T) is floor(u * T) for u ~ U(0, 1) without float rounding at the top end.
-        points = torch.randint(
-            0, seq_len, (batch, 2 * self.spans_count), generator=generator, device=x.device
-        ).sort(dim=1).values
+        points = (
+            torch.randint(0, seq_len, (batch, 2 * self.spans_count), generator=generator, device=x.device)
+            .sort(dim=1)
+            .values
+        )
         starts, ends = points[:, 0::2], points[:, 1::2]
         # +1 at each start, -1 just after each end: the running sum is positive exactly inside some span.
         # Sorted pairs never overlap except at touching ends, so the sum never goes negative.

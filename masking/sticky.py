@@ -37,7 +37,9 @@ class StickyMasking(MaskingStrategy):
     }
 
     def __post_init__(self) -> None:
-        check_number("target_masked_ratio", self.target_masked_ratio, self.ALLOWED["target_masked_ratio"], low=0, high=1)
+        check_number(
+            "target_masked_ratio", self.target_masked_ratio, self.ALLOWED["target_masked_ratio"], low=0, high=1
+        )
         if self.p1_probability == 0:
             raise MaskingConfigError(
                 "p1_probability",
@@ -45,7 +47,9 @@ class StickyMasking(MaskingStrategy):
                 self.ALLOWED["p1_probability"],
                 self.p1_probability,
             )
-        check_number("p1_probability", self.p1_probability, self.ALLOWED["p1_probability"], low=0, high=1, low_open=True)
+        check_number(
+            "p1_probability", self.p1_probability, self.ALLOWED["p1_probability"], low=0, high=1, low_open=True
+        )
         check_number("p2_probability", self.p2_probability, self.ALLOWED["p2_probability"], low=0, high=1)
         self._check_corruption()
 

@@ -57,13 +57,10 @@ class GPTConfig:
         if self.positions not in POSITION_KINDS:
             raise ValueError(f"positions must be one of {POSITION_KINDS}, got {self.positions!r}")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-            )
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.positions == "rope" and self.head_dim % 2 != 0:
             raise ValueError(
-                f"rope needs an even head dim, but n_embd / n_head = {self.n_embd} / "
-                f"{self.n_head} = {self.head_dim}"
+                f"rope needs an even head dim, but n_embd / n_head = {self.n_embd} / {self.n_head} = {self.head_dim}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")

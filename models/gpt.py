@@ -65,9 +65,7 @@ class GPT(nn.Module):
             raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
         seq_len = idx.size(1)
         if seq_len > self.config.block_size:
-            raise ValueError(
-                f"sequence length {seq_len} exceeds block_size {self.config.block_size}"
-            )
+            raise ValueError(f"sequence length {seq_len} exceeds block_size {self.config.block_size}")
         x = self.transformer.wte(idx)
         if "wpe" in self.transformer:
             positions = torch.arange(seq_len, dtype=torch.long, device=idx.device)
@@ -89,9 +87,7 @@ class GPT(nn.Module):
             return torch.sigmoid(self.scorer_head(hidden[:, 0]).squeeze(-1))
         if predict_at is not None:
             if predict_at.dim() != 1:
-                raise ValueError(
-                    f"predict_at must be a 1-D tensor of flat indices, got {tuple(predict_at.shape)}"
-                )
+                raise ValueError(f"predict_at must be a 1-D tensor of flat indices, got {tuple(predict_at.shape)}")
             # index_select with precomputed indices keeps the output shape known on the host;
             # a boolean mask would force a device->host sync to learn how many rows survive.
             hidden = hidden.reshape(-1, hidden.size(-1)).index_select(0, predict_at)
@@ -117,8 +113,9 @@ class GPT(nn.Module):
             total -= self.transformer.wpe.weight.numel()
         return total
 
-    def param_groups(self, weight_decay: float, params: list[nn.Parameter] | None = None,
-                     prefix: str = "") -> list[dict]:
+    def param_groups(
+        self, weight_decay: float, params: list[nn.Parameter] | None = None, prefix: str = ""
+    ) -> list[dict]:
         """Optimizer groups: matrices (and embeddings) decay; biases and norm gains do not.
 
         Only trainable parameters are included (of ``params``, default all), each exactly once
@@ -149,15 +146,11 @@ class GPT(nn.Module):
     def crop_block_size(self, block_size: int) -> None:
         """Shrink the maximum sequence length, e.g. to fine-tune on shorter contexts."""
         if not 1 <= block_size <= self.config.block_size:
-            raise ValueError(
-                f"block_size must be in [1, {self.config.block_size}], got {block_size}"
-            )
+            raise ValueError(f"block_size must be in [1, {self.config.block_size}], got {block_size}")
         self.config.block_size = block_size
         if "wpe" in self.transformer:
             wpe = self.transformer.wpe
-            wpe.weight = nn.Parameter(
-                wpe.weight[:block_size].clone(), requires_grad=wpe.weight.requires_grad
-            )
+            wpe.weight = nn.Parameter(wpe.weight[:block_size].clone(), requires_grad=wpe.weight.requires_grad)
             wpe.num_embeddings = block_size
         for block in self.transformer.h:
             block.attn.crop_block_size(block_size)

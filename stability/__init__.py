@@ -5,5 +5,17 @@ from stability.faults import Fault, FaultInjector
 from stability.monitor import StabilityMonitor, Verdict
 from stability.policy import Action, RecoveryPolicy, TrainingDiverged
 
-__all__ = ["Action", "Check", "Fault", "FaultInjector", "GradNormCheck", "LogitsCheck", "LossCheck",
-           "ParamsCheck", "RecoveryPolicy", "StabilityMonitor", "TrainingDiverged", "Verdict"]
+__all__ = [
+    "Action",
+    "Check",
+    "Fault",
+    "FaultInjector",
+    "GradNormCheck",
+    "LogitsCheck",
+    "LossCheck",
+    "ParamsCheck",
+    "RecoveryPolicy",
+    "StabilityMonitor",
+    "TrainingDiverged",
+    "Verdict",
+]

@@ -61,6 +61,7 @@ class FaultInjector:
             if torch.is_grad_enabled() and (value := self.due("logits", current_step())) is not None:
                 return output + value  # NaN or Inf everywhere, still differentiable
             return output
+
         model.register_forward_hook(poison)
 
     def poison_loss(self, step: int, loss: torch.Tensor) -> torch.Tensor:

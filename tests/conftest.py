@@ -12,8 +12,10 @@ from trainer.build import build_trainer
 from trainer.cli import CONF_DIR
 from trainer.config import register_schemas
 
-WORDS = ("the king queen my lord good night come go speak love death time sword crown heart "
-         "what shall will not and to of in is it thou thee thy art hath doth").split()
+WORDS = (
+    "the king queen my lord good night come go speak love death time sword crown heart "
+    "what shall will not and to of in is it thou thee thy art hath doth"
+).split()
 
 
 def generated_text(chars: int, seed: int = 0) -> str:
@@ -50,8 +52,18 @@ def compose_config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-TINY_RUN = ["model=tiny", "stages=single", "system=cpu", "batch_size=8", "block_size=32", "eval_iters=2", "log_interval=5",
-            "optim.warmup_iters=5", "optim.lr=3e-3", "data.prefetch=2"]
+TINY_RUN = [
+    "model=tiny",
+    "stages=single",
+    "system=cpu",
+    "batch_size=8",
+    "block_size=32",
+    "eval_iters=2",
+    "log_interval=5",
+    "optim.warmup_iters=5",
+    "optim.lr=3e-3",
+    "data.prefetch=2",
+]
 
 
 def tiny_overrides(corpus_file: Path, *extra: str) -> list[str]:

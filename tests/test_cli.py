@@ -11,8 +11,14 @@ from tests.conftest import TINY_RUN, tiny_overrides, train
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
 
 
 def assert_rejected(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -73,8 +79,14 @@ def test_corrupt_checkpoint(tmp_path, corpus_file):
 
 def test_checkpoint_of_another_architecture(tmp_path, corpus_file, finished_run):
     before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*")}
-    result = run_cli(*tiny_overrides(corpus_file), "model.n_embd=96", "model.n_head=2", "resume=auto",
-                     "max_iters=8", f"hydra.run.dir={finished_run}")
+    result = run_cli(
+        *tiny_overrides(corpus_file),
+        "model.n_embd=96",
+        "model.n_head=2",
+        "resume=auto",
+        "max_iters=8",
+        f"hydra.run.dir={finished_run}",
+    )
     assert_rejected(result, "resume", "n_embd: 64 -> 96")
     assert {p: p.stat().st_mtime_ns for p in finished_run.rglob("*")} == before
 
@@ -88,8 +100,13 @@ def test_fresh_run_into_a_used_directory(corpus_file, finished_run):
 
 def test_a_run_writes_metrics_checkpoints_and_config(tmp_path, corpus_file):
     run_dir = tmp_path / "run"
-    result = run_cli(*tiny_overrides(corpus_file), "mode=language_model", "max_iters=6", "eval_interval=3",
-                     f"hydra.run.dir={run_dir}")
+    result = run_cli(
+        *tiny_overrides(corpus_file),
+        "mode=language_model",
+        "max_iters=6",
+        "eval_interval=3",
+        f"hydra.run.dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "val/loss" in r] == [0, 3, 6]
@@ -101,8 +118,14 @@ def test_a_run_writes_metrics_checkpoints_and_config(tmp_path, corpus_file):
 
 
 def test_multirun_sweeps_masking(tmp_path, corpus_file):
-    result = run_cli("-m", "masking=sticky,random", *tiny_overrides(corpus_file), "max_iters=2", "eval_interval=2",
-                     f"hydra.sweep.dir={tmp_path}")
+    result = run_cli(
+        "-m",
+        "masking=sticky,random",
+        *tiny_overrides(corpus_file),
+        "max_iters=2",
+        "eval_interval=2",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr
     for job, masking in (("0", "sticky"), ("1", "random")):
         assert (tmp_path / job / "checkpoints" / "ckpt_0000002.pt").is_file()
@@ -111,6 +134,7 @@ def test_multirun_sweeps_masking(tmp_path, corpus_file):
 
 def test_naming_a_masking_strategy_implies_the_single_stage():
     from trainer.cli import with_implied_overrides
+
     assert with_implied_overrides(["masking=random"]) == ["masking=random", "stages=single"]
     assert with_implied_overrides(["-m", "masking=sticky,random"])[-1] == "stages=single"
     assert with_implied_overrides(["masking=random", "stages=canonical14"]) == ["masking=random", "stages=canonical14"]

@@ -6,8 +6,8 @@ import pytest
 
 from tests.conftest import TINY_RUN, compose_config, train
 from trainer.cli import CONF_DIR
-from trainer.validation import validate
 from trainer.errors import ConfigError
+from trainer.validation import validate
 
 GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name not in ("experiment", "logger"))
 OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((Path(CONF_DIR) / group).glob("*.yaml"))]
@@ -61,8 +61,14 @@ def test_nanogpt_cpu_recipe():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_runs_a_few_steps(tmp_path, experiment, corpus_file, unmasking_checkpoint):
-    overrides = [f"experiment={experiment}", "data=text", f"data.path={corpus_file}", *TINY_RUN,
-                 "max_iters=3", "eval_interval=3"]
+    overrides = [
+        f"experiment={experiment}",
+        "data=text",
+        f"data.path={corpus_file}",
+        *TINY_RUN,
+        "max_iters=3",
+        "eval_interval=3",
+    ]
     cfg = compose_config(overrides)
     if cfg.mode.unmasking_checkpoint:  # the pipeline presets read the checkpoint of an unmasking run
         overrides.append(f"mode.unmasking_checkpoint={unmasking_checkpoint}")
@@ -73,13 +79,16 @@ def test_experiment_runs_a_few_steps(tmp_path, experiment, corpus_file, unmaskin
     assert (tmp_path / "checkpoints" / "ckpt_0000003.pt").is_file()
 
 
-@pytest.mark.parametrize("override,key", [
-    ("eval_interval=0", "eval_interval"),
-    ("optim.min_lr=1.0", "optim.min_lr"),
-    ("model.dropout=1.0", "model.dropout"),
-    ("masking.corruption.random_prob=0.5", "masking.corruption"),
-    ("checkpoint.keep_last=0", "checkpoint.keep_last"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("eval_interval=0", "eval_interval"),
+        ("optim.min_lr=1.0", "optim.min_lr"),
+        ("model.dropout=1.0", "model.dropout"),
+        ("masking.corruption.random_prob=0.5", "masking.corruption"),
+        ("checkpoint.keep_last=0", "checkpoint.keep_last"),
+    ],
+)
 def test_validate_names_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         validate(compose_config([override]))

@@ -77,7 +77,10 @@ def test_paragraph_boundaries_start_at_double_newlines():
 
 def test_stream_yields_the_same_batches_as_direct_builds():
     windows = TokenWindows(np.arange(5000, dtype=np.uint16), 8)
-    make = lambda g, stage=0, step=0: windows.sample(4, g)
+
+    def make(g, stage=0, step=0):
+        return windows.sample(4, g)
+
     stream = BatchStream(make, seed=3, micro_steps=2, depth=3)
     got = [stream.get(step, micro) for step in range(4) for micro in range(2)]
     jumped = stream.get(10, 1)  # a resume or rollback jumps; the producer restarts there
@@ -90,6 +93,7 @@ def test_stream_yields_the_same_batches_as_direct_builds():
 def test_stream_reports_producer_errors():
     def broken(generator, stage, step):
         raise RuntimeError("disk gone")
+
     stream = BatchStream(broken, seed=0, micro_steps=1, depth=2)
     with pytest.raises(RuntimeError, match="disk gone"):
         stream.get(0, 0)
@@ -97,7 +101,9 @@ def test_stream_reports_producer_errors():
 
 
 def test_learning_rate_warmup_then_cosine_to_min():
-    lr = lambda step: learning_rate(step, lr=1e-3, min_lr=1e-4, warmup_iters=100, decay_iters=2000)
+    def lr(step):
+        return learning_rate(step, lr=1e-3, min_lr=1e-4, warmup_iters=100, decay_iters=2000)
+
     assert lr(0) == pytest.approx(1e-3 / 101)
     assert lr(99) == pytest.approx(1e-3 * 100 / 101)
     assert lr(100) == pytest.approx(1e-3)

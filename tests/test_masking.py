@@ -198,8 +198,7 @@ def test_error_messages():
     with pytest.raises(MaskingConfigError) as info:
         StickyMasking(0.4, 0.0, 0.3)
     assert str(info.value) == (
-        "p1_probability=0.0: sticky masking cannot reach its target with p1_probability=0; "
-        "allowed: a number in (0, 1]"
+        "p1_probability=0.0: sticky masking cannot reach its target with p1_probability=0; allowed: a number in (0, 1]"
     )
     with pytest.raises(MaskingConfigError) as info:
         build_strategy("bert")
@@ -210,7 +209,10 @@ def test_error_messages():
 def test_build_strategy_from_config_values():
     assert set(STRATEGIES) == {"sticky", "random", "span"}
     sticky = build_strategy(
-        "sticky", target_masked_ratio=0.4, p1_probability=0.15, p2_probability=0.3,
+        "sticky",
+        target_masked_ratio=0.4,
+        p1_probability=0.15,
+        p2_probability=0.3,
         corruption={"mask_prob": 0.9, "random_prob": 0.05},
     )
     assert sticky == StickyMasking(0.4, 0.15, 0.3, corruption=Corruption(0.9, 0.05))

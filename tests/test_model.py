@@ -161,9 +161,7 @@ def test_param_groups():
 def test_init_statistics():
     n_layer = 4
     model = make_model(n_layer=n_layer, n_embd=64, n_head=4, bias=True)
-    proj = torch.cat(
-        [p.flatten() for name, p in model.named_parameters() if name.endswith("c_proj.weight")]
-    )
+    proj = torch.cat([p.flatten() for name, p in model.named_parameters() if name.endswith("c_proj.weight")])
     expected = 0.02 / math.sqrt(2 * n_layer)
     assert abs(proj.std().item() - expected) / expected < 0.05
     fc = torch.cat([block.mlp.c_fc.weight.flatten() for block in model.transformer.h])
@@ -219,7 +217,15 @@ def test_config_validation_and_architecture():
     config = GPTConfig(vocab_size=VOCAB, dropout=0.1)
     arch = config.architecture()
     assert set(arch) == {
-        "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "attention", "positions", "head",
+        "vocab_size",
+        "block_size",
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "bias",
+        "attention",
+        "positions",
+        "head",
         "num_classes",
     }
     assert arch == GPTConfig(vocab_size=VOCAB, dropout=0.3, rope_base=500.0).architecture()
@@ -267,8 +273,11 @@ def test_flops_and_mfu():
 
 def test_token_classifier_and_sequence_scorer_heads():
     idx = random_tokens(batch=3, length=16)
-    classifier = GPT(GPTConfig(vocab_size=VOCAB, block_size=16, n_layer=1, n_head=2, n_embd=32,
-                               head="token_classifier", num_classes=3))
+    classifier = GPT(
+        GPTConfig(
+            vocab_size=VOCAB, block_size=16, n_layer=1, n_head=2, n_embd=32, head="token_classifier", num_classes=3
+        )
+    )
     assert classifier(idx).shape == (3, 16, 3)
     assert classifier(idx, predict_at=torch.tensor([0, 17])).shape == (2, 3)
     scorer = GPT(GPTConfig(vocab_size=VOCAB, block_size=16, n_layer=1, n_head=2, n_embd=32, head="sequence_scorer"))

@@ -11,8 +11,13 @@ import pytest
 @pytest.mark.slow
 def test_the_default_run_learns(tmp_path):
     """`python -m trainer` with no arguments: unmasking with the easy_to_hard stages on the built-in corpus."""
-    result = subprocess.run([sys.executable, "-m", "trainer", f"hydra.run.dir={tmp_path}"], capture_output=True,
-                            text=True, timeout=900, env={**os.environ, "COLUMNS": "160"})
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "COLUMNS": "160"},
+    )
     assert result.returncode == 0, result.stderr
     evals = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "val/loss" in r]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 600

@@ -32,7 +32,9 @@ class WeightsAfterEachStep(Callback):
 
 def run_with_recorder(run_dir, overrides):
     import io
+
     from rich.console import Console
+
     trainer = build_trainer(compose_config(overrides), run_dir, Console(file=io.StringIO(), width=200))
     recorder = WeightsAfterEachStep()
     trainer.callbacks.callbacks.append(recorder)
@@ -44,7 +46,9 @@ def run_with_recorder(run_dir, overrides):
 @pytest.mark.parametrize("kind", ["nan", "inf"])
 def test_a_bad_step_is_skipped_before_it_reaches_the_weights(tmp_path, corpus_file, target, kind):
     inject = f"stability.inject=[{{step: 6, target: {target}, kind: {kind}}}]"
-    trainer, weights = run_with_recorder(tmp_path, tiny_overrides(corpus_file, "max_iters=10", "eval_interval=5", inject))
+    trainer, weights = run_with_recorder(
+        tmp_path, tiny_overrides(corpus_file, "max_iters=10", "eval_interval=5", inject)
+    )
     # step 6 ran but changed nothing: the weights after it equal the weights before it
     assert all(torch.equal(a, b) for a, b in zip(weights[6], weights[7]))
     assert not all(torch.equal(a, b) for a, b in zip(weights[7], weights[8]))
@@ -59,8 +63,12 @@ def test_a_bad_step_is_skipped_before_it_reaches_the_weights(tmp_path, corpus_fi
 
 def test_corrupted_weights_roll_back_at_once_with_the_params_check(tmp_path, corpus_file):
     inject = "stability.inject=[{step: 7, target: params}]"
-    trainer, _ = run_with_recorder(tmp_path, tiny_overrides(
-        corpus_file, "max_iters=12", "eval_interval=5", inject, "stability.checks=[loss,grad_norm,params,val]"))
+    trainer, _ = run_with_recorder(
+        tmp_path,
+        tiny_overrides(
+            corpus_file, "max_iters=12", "eval_interval=5", inject, "stability.checks=[loss,grad_norm,params,val]"
+        ),
+    )
     events = [r for r in records(tmp_path) if "stability/event" in r]
     assert events[0]["check"] == "loss,grad_norm,params" and events[0]["action"] == "rollback"
     assert trainer.state.rollbacks == 1 and trainer.state.step == 12
@@ -69,9 +77,19 @@ def test_corrupted_weights_roll_back_at_once_with_the_params_check(tmp_path, cor
 
 def test_repeated_faults_roll_back_with_a_lower_learning_rate(tmp_path, corpus_file):
     inject = "stability.inject=[{step: 7, target: loss, repeat: 2}]"
-    trainer, _ = train(tmp_path, tiny_overrides(corpus_file, "max_iters=12", "eval_interval=5", "stability.max_skips=2",
-                                                "stability.lr_backoff=0.25", "optim.warmup_iters=0",
-                                                "optim.schedule=constant", inject))
+    trainer, _ = train(
+        tmp_path,
+        tiny_overrides(
+            corpus_file,
+            "max_iters=12",
+            "eval_interval=5",
+            "stability.max_skips=2",
+            "stability.lr_backoff=0.25",
+            "optim.warmup_iters=0",
+            "optim.schedule=constant",
+            inject,
+        ),
+    )
     events = [r for r in records(tmp_path) if "stability/event" in r]
     assert [(e["step"], e["action"]) for e in events] == [(7, "skip"), (8, "rollback"), (5, "rollback")]
     assert events[-1]["lr"] == pytest.approx(3e-3 * 0.25)
@@ -81,8 +99,10 @@ def test_repeated_faults_roll_back_with_a_lower_learning_rate(tmp_path, corpus_f
 
 
 def test_a_non_finite_validation_loss_rolls_back(tmp_path, corpus_file):
-    trainer, _ = train(tmp_path, tiny_overrides(corpus_file, "max_iters=15", "eval_interval=5",
-                                                "stability.inject=[{step: 10, target: val}]"))
+    trainer, _ = train(
+        tmp_path,
+        tiny_overrides(corpus_file, "max_iters=15", "eval_interval=5", "stability.inject=[{step: 10, target: val}]"),
+    )
     events = [r for r in records(tmp_path) if "stability/event" in r]
     assert events[0]["check"] == "val" and events[0]["action"] == "rollback" and events[0]["step"] == 10
     assert events[1]["step"] == 5  # back at the checkpoint of step 5
@@ -91,23 +111,48 @@ def test_a_non_finite_validation_loss_rolls_back(tmp_path, corpus_file):
 
 
 def test_an_early_divergence_rolls_back_to_the_in_memory_start(tmp_path, corpus_file):
-    trainer, printed = train(tmp_path, tiny_overrides(corpus_file, "max_iters=6", "eval_interval=5", "stability.max_skips=1",
-                                                      "stability.inject=[{step: 2, target: grads}]"))
+    trainer, printed = train(
+        tmp_path,
+        tiny_overrides(
+            corpus_file,
+            "max_iters=6",
+            "eval_interval=5",
+            "stability.max_skips=1",
+            "stability.inject=[{step: 2, target: grads}]",
+        ),
+    )
     assert "in-memory state of step 0" in printed
     assert trainer.state.rollbacks == 1 and trainer.state.step == 6
 
 
 def test_policy_raise_stops_at_once(tmp_path, corpus_file):
     with pytest.raises(TrainingDiverged, match="not finite at step 3 .stability.policy=raise"):
-        train(tmp_path, tiny_overrides(corpus_file, "max_iters=10", "stability=strict",
-                                       "stability.inject=[{step: 3, target: loss}]"))
+        train(
+            tmp_path,
+            tiny_overrides(
+                corpus_file, "max_iters=10", "stability=strict", "stability.inject=[{step: 3, target: loss}]"
+            ),
+        )
 
 
 def test_past_max_rollbacks_the_process_exits_with_its_own_code(tmp_path, corpus_file):
     result = subprocess.run(
-        [sys.executable, "-m", "trainer", *tiny_overrides(corpus_file), "max_iters=30", "eval_interval=5",
-         "stability.max_skips=1", "stability.max_rollbacks=2", "stability.inject=[{step: 6, target: loss, repeat: 50}]",
-         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            *tiny_overrides(corpus_file),
+            "max_iters=30",
+            "eval_interval=5",
+            "stability.max_skips=1",
+            "stability.max_rollbacks=2",
+            "stability.inject=[{step: 6, target: loss, repeat: 50}]",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 3
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "training diverged" in lines[0] and "after 2 rollbacks" in lines[0]
@@ -115,13 +160,20 @@ def test_past_max_rollbacks_the_process_exits_with_its_own_code(tmp_path, corpus
 
 
 def test_stability_state_survives_resume(tmp_path, corpus_file):
-    common = ("eval_interval=5", "stability.max_skips=2", "optim.lr_decay_iters=20",
-              "stability.inject=[{step: 7, target: loss, repeat: 2}]")
+    common = (
+        "eval_interval=5",
+        "stability.max_skips=2",
+        "optim.lr_decay_iters=20",
+        "stability.inject=[{step: 7, target: loss, repeat: 2}]",
+    )
     straight, _ = train(tmp_path / "a", tiny_overrides(corpus_file, "max_iters=20", *common))
     train(tmp_path / "b", tiny_overrides(corpus_file, "max_iters=10", *common))
     resumed, _ = train(tmp_path / "b", tiny_overrides(corpus_file, "max_iters=20", "resume=auto", *common))
     assert (resumed.state.rollbacks, resumed.state.lr_scale) == (1, 0.5)
-    after = lambda run: [(r["step"], r["train/loss"]) for r in records(tmp_path / run) if r["step"] > 10 and "train/loss" in r]
+
+    def after(run):
+        return [(r["step"], r["train/loss"]) for r in records(tmp_path / run) if r["step"] > 10 and "train/loss" in r]
+
     assert after("a") == after("b")
 
 
@@ -155,6 +207,7 @@ class SyncCounter:
             if threading.current_thread() is threading.main_thread() and caller.startswith(PROJECT_CODE):
                 counter.count += 1
             return original(tensor, *args, **kwargs)
+
         return counted
 
 
@@ -169,9 +222,18 @@ class SyncsPerStep(Callback):
 @pytest.mark.parametrize("stability,expected", [("default", 1), ("strict", 1), ("off", 0)])
 def test_a_step_reads_at_most_one_flag(tmp_path, corpus_file, monkeypatch, stability, expected):
     import io
+
     from rich.console import Console
-    overrides = tiny_overrides(corpus_file, f"stability={stability}", "max_iters=12", "eval_interval=100",
-                               "log_interval=100", "gradient_accumulation_steps=2", "mode=unmasking")
+
+    overrides = tiny_overrides(
+        corpus_file,
+        f"stability={stability}",
+        "max_iters=12",
+        "eval_interval=100",
+        "log_interval=100",
+        "gradient_accumulation_steps=2",
+        "mode=unmasking",
+    )
     trainer = build_trainer(compose_config(overrides), tmp_path, Console(file=io.StringIO()))
     counter = SyncCounter(monkeypatch)
     per_step = SyncsPerStep(counter)

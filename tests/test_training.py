@@ -28,8 +28,9 @@ def test_each_mode_learns(tmp_path, corpus_file, mode):
 
 
 def test_unmasking_eval_reports_spec_metrics(tmp_path, corpus_file):
-    trainer, _ = train(tmp_path, tiny_overrides(corpus_file, "max_iters=10", "eval_interval=10",
-                                   "masking.target_masked_ratio=0.25"))
+    trainer, _ = train(
+        tmp_path, tiny_overrides(corpus_file, "max_iters=10", "eval_interval=10", "masking.target_masked_ratio=0.25")
+    )
     final = [r for r in read_metrics(tmp_path) if "val/loss" in r][-1]
     for key in ("val/p_correct", "val/model_vs_random", "val/accuracy", "val/snr_mean", "val/snr_median"):
         assert key in final
@@ -58,7 +59,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, corpus_file):
     straight, _ = train(tmp_path / "a", tiny_overrides(corpus_file, "max_iters=40", *common))
     train(tmp_path / "b", tiny_overrides(corpus_file, "max_iters=20", *common))
     resumed, printed = train(tmp_path / "b", tiny_overrides(corpus_file, "max_iters=40", "resume=auto", *common))
-    losses = lambda run: [(r["step"], r["train/loss"]) for r in read_metrics(tmp_path / run) if r["step"] > 20]
+
+    def losses(run):
+        return [(r["step"], r["train/loss"]) for r in read_metrics(tmp_path / run) if r["step"] > 20]
+
     assert losses("a") == losses("b")
     for (name, a), b in zip(straight.raw_model.state_dict().items(), resumed.raw_model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -96,9 +100,12 @@ def test_gradient_accumulation_backpropagates_every_micro_batch(tmp_path, corpus
     """Two micro-batches of B give the gradient of their mean loss: each has its own data and backward."""
     import copy
     import io
+
     from rich.console import Console
+
     from tests.conftest import compose_config
     from trainer.build import build_trainer
+
     overrides = tiny_overrides(corpus_file, "mode=language_model", "gradient_accumulation_steps=2", "optim.grad_clip=0")
     trainer = build_trainer(compose_config(overrides), tmp_path, Console(file=io.StringIO()))
     reference = copy.deepcopy(trainer.raw_model)

@@ -19,8 +19,17 @@ def evals(run_dir):
 
 
 def test_token_classification_beats_the_majority_baseline(tmp_path, corpus_file):
-    train(tmp_path, tiny_overrides(corpus_file, "mode=token_classification", "mode.rate_warmup=200",
-                                   "max_iters=100", "eval_interval=50", "optim.lr=5e-3"))
+    train(
+        tmp_path,
+        tiny_overrides(
+            corpus_file,
+            "mode=token_classification",
+            "mode.rate_warmup=200",
+            "max_iters=100",
+            "eval_interval=50",
+            "optim.lr=5e-3",
+        ),
+    )
     first, last = evals(tmp_path)[0], evals(tmp_path)[-1]
     assert last["val/loss"] < 0.85 * first["val/loss"]
     assert last["val/f1"] > last["val/majority_baseline"]
@@ -29,9 +38,18 @@ def test_token_classification_beats_the_majority_baseline(tmp_path, corpus_file)
 
 
 def test_token_classification_with_model_replacements(tmp_path, corpus_file, unmasking_checkpoint):
-    trainer, _ = train(tmp_path, tiny_overrides(corpus_file, "mode=token_classification", "mode.source=model",
-                                                f"mode.unmasking_checkpoint={unmasking_checkpoint}",
-                                                "mode.class_weights=true", "max_iters=30", "eval_interval=30"))
+    trainer, _ = train(
+        tmp_path,
+        tiny_overrides(
+            corpus_file,
+            "mode=token_classification",
+            "mode.source=model",
+            f"mode.unmasking_checkpoint={unmasking_checkpoint}",
+            "mode.class_weights=true",
+            "max_iters=30",
+            "eval_interval=30",
+        ),
+    )
     batches = trainer.data.validation_set
     labels, selected = torch.cat([b.targets for b in batches]), torch.cat([b.mask for b in batches])
     assert not (labels.bool() & ~selected).any()  # only selected positions can be replaced
@@ -42,10 +60,22 @@ def test_token_classification_with_model_replacements(tmp_path, corpus_file, unm
 
 
 def test_scorer_from_an_unmasking_run_beats_the_mean_baseline(tmp_path, corpus_file, unmasking_checkpoint):
-    train(tmp_path, tiny_overrides(corpus_file, "mode=sequence_scoring", f"mode.unmasking_checkpoint={unmasking_checkpoint}",
-                                   "transfer=two_stage", f"transfer.checkpoint={unmasking_checkpoint}",
-                                   "transfer.unfreeze_at_iteration=40", "transfer.unfreeze_lr_multiplier=0.5",
-                                   "masking=random", "masking.max_masked_ratio=0.9", "max_iters=120", "eval_interval=60"))
+    train(
+        tmp_path,
+        tiny_overrides(
+            corpus_file,
+            "mode=sequence_scoring",
+            f"mode.unmasking_checkpoint={unmasking_checkpoint}",
+            "transfer=two_stage",
+            f"transfer.checkpoint={unmasking_checkpoint}",
+            "transfer.unfreeze_at_iteration=40",
+            "transfer.unfreeze_lr_multiplier=0.5",
+            "masking=random",
+            "masking.max_masked_ratio=0.9",
+            "max_iters=120",
+            "eval_interval=60",
+        ),
+    )
     first, last = evals(tmp_path)[0], evals(tmp_path)[-1]
     assert last["val/loss"] < first["val/loss"]
     assert last["val/loss"] < last["val/baseline_mse"]
@@ -67,13 +97,24 @@ class TrunkWatch(Callback):
 
 def two_stage_run(run_dir, corpus_file, checkpoint, *extra):
     import io
+
     from rich.console import Console
+
     from tests.conftest import compose_config
     from trainer.build import build_trainer
-    overrides = tiny_overrides(corpus_file, "mode=sequence_scoring", f"mode.unmasking_checkpoint={checkpoint}",
-                               "transfer=two_stage", f"transfer.checkpoint={checkpoint}",
-                               "transfer.unfreeze_at_iteration=6", "transfer.unfreeze_lr_multiplier=0.1",
-                               "eval_interval=5", "optim.lr_decay_iters=20", *extra)
+
+    overrides = tiny_overrides(
+        corpus_file,
+        "mode=sequence_scoring",
+        f"mode.unmasking_checkpoint={checkpoint}",
+        "transfer=two_stage",
+        f"transfer.checkpoint={checkpoint}",
+        "transfer.unfreeze_at_iteration=6",
+        "transfer.unfreeze_lr_multiplier=0.1",
+        "eval_interval=5",
+        "optim.lr_decay_iters=20",
+        *extra,
+    )
     out = io.StringIO()
     trainer = build_trainer(compose_config(overrides), run_dir, Console(file=out, width=200))
     watch = TrunkWatch()
@@ -101,16 +142,27 @@ def test_resume_past_the_unfreeze_point(tmp_path, corpus_file, unmasking_checkpo
     two_stage_run(tmp_path / "b", corpus_file, unmasking_checkpoint, "max_iters=10")
     resumed, _, _ = two_stage_run(tmp_path / "b", corpus_file, unmasking_checkpoint, "max_iters=20", "resume=auto")
     assert resumed.state.unfrozen and len(resumed.optimizer.param_groups) == 4
-    after = lambda run: [(r["step"], r["train/loss"]) for r in records(tmp_path / run) if r["step"] > 10]
+
+    def after(run):
+        return [(r["step"], r["train/loss"]) for r in records(tmp_path / run) if r["step"] > 10]
+
     assert after("a") == after("b")
     for a, b in zip(straight.raw_model.parameters(), resumed.raw_model.parameters()):
         assert torch.equal(a, b)
 
 
 def test_feature_extraction_trains_only_the_head(tmp_path, corpus_file, unmasking_checkpoint):
-    trainer, printed = train(tmp_path, tiny_overrides(corpus_file, "mode=token_classification", "transfer=feature_extraction",
-                                                      f"transfer.checkpoint={unmasking_checkpoint}", "max_iters=5",
-                                                      "eval_interval=5"))
+    trainer, printed = train(
+        tmp_path,
+        tiny_overrides(
+            corpus_file,
+            "mode=token_classification",
+            "transfer=feature_extraction",
+            f"transfer.checkpoint={unmasking_checkpoint}",
+            "max_iters=5",
+            "eval_interval=5",
+        ),
+    )
     source = torch.load(unmasking_checkpoint, weights_only=True)["model"]
     state = trainer.raw_model.state_dict()
     cls_id = trainer.vocab.cls_id
@@ -118,8 +170,10 @@ def test_feature_extraction_trains_only_the_head(tmp_path, corpus_file, unmaskin
         if key.startswith("transformer.") and key != "transformer.wte.weight":
             assert torch.equal(value, source[key]), key
     wte = state["transformer.wte.weight"]
-    assert torch.equal(torch.cat([wte[:cls_id], wte[cls_id + 1:]]), torch.cat([source["transformer.wte.weight"][:cls_id],
-                                                                                 source["transformer.wte.weight"][cls_id + 1:]]))
+    assert torch.equal(
+        torch.cat([wte[:cls_id], wte[cls_id + 1 :]]),
+        torch.cat([source["transformer.wte.weight"][:cls_id], source["transformer.wte.weight"][cls_id + 1 :]]),
+    )
     assert wte[cls_id].abs().max() < 0.01  # the [CLS] row was re-initialised small
     assert "trainable" in printed and "frozen (" in printed
 
@@ -127,30 +181,60 @@ def test_feature_extraction_trains_only_the_head(tmp_path, corpus_file, unmaskin
 def test_sequence_scoring_without_its_unmasking_checkpoint(tmp_path, corpus_file):
     result = run_cli(*tiny_overrides(corpus_file), "mode=sequence_scoring", f"hydra.run.dir={tmp_path / 'run'}")
     assert_rejected(result, "mode.unmasking_checkpoint", "missing")
-    result = run_cli(*tiny_overrides(corpus_file), "mode=sequence_scoring", "mode.unmasking_checkpoint=/no/such.pt",
-                     f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli(
+        *tiny_overrides(corpus_file),
+        "mode=sequence_scoring",
+        "mode.unmasking_checkpoint=/no/such.pt",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert_rejected(result, "mode.unmasking_checkpoint", "does not exist")
     assert not (tmp_path / "run").exists()
 
 
 def test_mismatched_transfer_checkpoint(tmp_path, corpus_file, unmasking_checkpoint):
-    result = run_cli(*tiny_overrides(corpus_file), "mode=token_classification", "transfer=fine_tuning",
-                     f"transfer.checkpoint={unmasking_checkpoint}", "model.n_embd=32", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli(
+        *tiny_overrides(corpus_file),
+        "mode=token_classification",
+        "transfer=fine_tuning",
+        f"transfer.checkpoint={unmasking_checkpoint}",
+        "model.n_embd=32",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert_rejected(result, "transfer.checkpoint", "n_embd: 64 -> 32")
     assert not (tmp_path / "run").exists()
 
 
 def test_a_scorer_checkpoint_is_no_unmasking_model(tmp_path, corpus_file, unmasking_checkpoint):
     run_dir = tmp_path / "scorer"
-    train(run_dir, tiny_overrides(corpus_file, "mode=sequence_scoring", f"mode.unmasking_checkpoint={unmasking_checkpoint}",
-                                  "max_iters=2", "eval_interval=2"))
-    result = run_cli(*tiny_overrides(corpus_file), "mode=sequence_scoring",
-                     f"mode.unmasking_checkpoint={run_dir / 'checkpoints' / 'best.pt'}", f"hydra.run.dir={tmp_path / 'run'}")
+    train(
+        run_dir,
+        tiny_overrides(
+            corpus_file,
+            "mode=sequence_scoring",
+            f"mode.unmasking_checkpoint={unmasking_checkpoint}",
+            "max_iters=2",
+            "eval_interval=2",
+        ),
+    )
+    result = run_cli(
+        *tiny_overrides(corpus_file),
+        "mode=sequence_scoring",
+        f"mode.unmasking_checkpoint={run_dir / 'checkpoints' / 'best.pt'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert_rejected(result, "mode.unmasking_checkpoint", "sequence_scoring run")
 
 
 def test_random_replacements_need_no_unmasking_model(tmp_path, corpus_file):
-    trainer, _ = train(tmp_path, tiny_overrides(corpus_file, "mode=token_classification", "mode.source=random",
-                                                "mode.unmasking_checkpoint=/not/needed.pt", "max_iters=2",
-                                                "eval_interval=2"))
+    trainer, _ = train(
+        tmp_path,
+        tiny_overrides(
+            corpus_file,
+            "mode=token_classification",
+            "mode.source=random",
+            "mode.unmasking_checkpoint=/not/needed.pt",
+            "max_iters=2",
+            "eval_interval=2",
+        ),
+    )
     assert trainer.objective.filler is None and trainer.state.step == 2

@@ -22,8 +22,9 @@ class Stream(IntEnum):
     VALIDATION = 2
 
 
-def generator_for(seed: int, stream: Stream, step: int, micro_step: int = 0, rank: int = 0,
-                  epoch: int = 0) -> torch.Generator:
+def generator_for(
+    seed: int, stream: Stream, step: int, micro_step: int = 0, rank: int = 0, epoch: int = 0
+) -> torch.Generator:
     """A fresh generator for one batch. `epoch` counts rollbacks, so re-run steps draw new batches."""
     words = np.random.SeedSequence([seed, int(stream), rank, step, micro_step, epoch]).generate_state(2)
     generator = torch.Generator()
@@ -34,7 +35,9 @@ def generator_for(seed: int, stream: Stream, step: int, micro_step: int = 0, ran
 class TokenWindows:
     """Uniformly sampled windows of `length` tokens from one split (a memmap; never loaded whole)."""
 
-    def __init__(self, tokens: np.ndarray, length: int, paragraph_boundaries: bool = False, newline_id: int | None = None):
+    def __init__(
+        self, tokens: np.ndarray, length: int, paragraph_boundaries: bool = False, newline_id: int | None = None
+    ):
         if len(tokens) <= length:
             raise ValueError(f"split of {len(tokens)} tokens is too short for windows of {length}")
         self.tokens, self.length = tokens, length

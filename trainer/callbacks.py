@@ -44,6 +44,7 @@ class CallbackList:
         def dispatch(*args, **kwargs):
             for callback in self.callbacks:
                 getattr(callback, hook)(*args, **kwargs)
+
         return dispatch
 
 
@@ -68,9 +69,15 @@ class StepReporter(Callback):
         loss, grad_norm = (t.item() for t in (metrics.loss, metrics.grad_norm))
         seconds = (time.perf_counter() - self._since) / max(1, step - self._since_step)
         tokens_per_second = trainer.tokens_per_step / seconds
-        record = {"step": step, "train/loss": loss, "lr": trainer.optimizer.param_groups[0]["lr"],
-                  "grad_norm": grad_norm, "ms_per_step": 1000 * seconds, "tokens_per_second": tokens_per_second,
-                  "mfu": estimate_mfu(self.flops_per_token, tokens_per_second, self.peak_flops)}
+        record = {
+            "step": step,
+            "train/loss": loss,
+            "lr": trainer.optimizer.param_groups[0]["lr"],
+            "grad_norm": grad_norm,
+            "ms_per_step": 1000 * seconds,
+            "tokens_per_second": tokens_per_second,
+            "mfu": estimate_mfu(self.flops_per_token, tokens_per_second, self.peak_flops),
+        }
         trainer.callbacks.on_log(trainer, record)
         self._mark(step)
 
@@ -89,8 +96,15 @@ class JsonlLogger(Callback):
 
     def on_eval(self, trainer, record: dict) -> None:
         state = trainer.state
-        self._write({"step": state.step, **record, "lr": trainer.lr,
-                     "stage/index": state.stage, "stage/stale_count": state.stale_count})
+        self._write(
+            {
+                "step": state.step,
+                **record,
+                "lr": trainer.lr,
+                "stage/index": state.stage,
+                "stage/stale_count": state.stale_count,
+            }
+        )
 
     def on_event(self, trainer, message: str, record: dict) -> None:
         self._write({"step": trainer.state.step, **record})

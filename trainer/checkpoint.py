@@ -46,7 +46,7 @@ class CheckpointDirectory:
         return files[-1] if files else None
 
     def _rotate(self) -> None:
-        for old in self.step_files()[:-self.keep_last]:
+        for old in self.step_files()[: -self.keep_last]:
             old.unlink()
 
 
@@ -70,10 +70,15 @@ def load_checkpoint(path: str | Path, key: str = "resume") -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file fails in many ways; all mean "corrupt"
-        raise CheckpointError(key, f"{path} is not a readable checkpoint ({err.__class__.__name__})",
-                              "a checkpoint written by this trainer") from None
+        raise CheckpointError(
+            key,
+            f"{path} is not a readable checkpoint ({err.__class__.__name__})",
+            "a checkpoint written by this trainer",
+        ) from None
     if not isinstance(payload, dict) or "model" not in payload or "architecture" not in payload:
-        raise CheckpointError(key, f"{path} is not a checkpoint of this trainer", "a checkpoint written by this trainer")
+        raise CheckpointError(
+            key, f"{path} is not a checkpoint of this trainer", "a checkpoint written by this trainer"
+        )
     return payload
 
 

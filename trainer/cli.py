@@ -90,8 +90,11 @@ def one_line(err: Exception) -> str:
     cause = err.__cause__
     if cause is not None and isinstance(cause, OmegaConfBaseException):
         text = f"{text.splitlines()[0]} {str(cause).splitlines()[0]}"
-    return " ".join(line.strip() for line in text.splitlines() if line.strip()
-                    and not line.startswith(("full_key", "object_type", "reference_type")))
+    return " ".join(
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith(("full_key", "object_type", "reference_type"))
+    )
 
 
 def _remove_if_empty(run_dir: Path) -> None:

@@ -159,8 +159,9 @@ class FaultConfig:
 
 @dataclass
 class StabilityConfig:
-    checks: List[CheckName] = field(default_factory=lambda: [CheckName.logits, CheckName.loss,
-                                                             CheckName.grad_norm, CheckName.val])
+    checks: List[CheckName] = field(
+        default_factory=lambda: [CheckName.logits, CheckName.loss, CheckName.grad_norm, CheckName.val]
+    )
     policy: RecoveryMode = RecoveryMode["recover"]
     max_skips: int = 3  # bad steps within `window` steps before rolling back
     window: int = 50

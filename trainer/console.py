@@ -16,8 +16,13 @@ from trainer.callbacks import Callback
 from trainer.transfer import parameter_summary
 
 STAGE_KEY = re.compile(r"^val/stage_(\d+)_(\w+)$")
-STAGE_COLUMNS = {"loss": "loss", "accuracy": "top-1", "p_correct": "p(correct)", "snr_median": "snr median",
-                 "mask_ratio_mean": "mask ratio"}
+STAGE_COLUMNS = {
+    "loss": "loss",
+    "accuracy": "top-1",
+    "p_correct": "p(correct)",
+    "snr_median": "snr median",
+    "mask_ratio_mean": "mask ratio",
+}
 
 
 class ConsoleLogger(Callback):
@@ -31,13 +36,20 @@ class ConsoleLogger(Callback):
         if not self.live:
             return
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[speed]} it/s"), TextColumn("loss {task.fields[loss]}"),
-            TextColumn("lr {task.fields[lr]}"), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[speed]} it/s"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("lr {task.fields[lr]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             console=self.console,
         )
-        self.task = self.progress.add_task("train", total=trainer.cfg.max_iters, completed=trainer.state.step,
-                                           loss="-", lr="-", speed="-")
+        self.task = self.progress.add_task(
+            "train", total=trainer.cfg.max_iters, completed=trainer.state.step, loss="-", lr="-", speed="-"
+        )
         self.progress.start()
 
     def on_step_end(self, trainer, metrics) -> None:
@@ -46,13 +58,20 @@ class ConsoleLogger(Callback):
 
     def on_log(self, trainer, record: dict) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, loss=f"{record['train/loss']:.4f}", lr=f"{record['lr']:.2e}",
-                                 speed=f"{1000 / record['ms_per_step']:.1f}")
+            self.progress.update(
+                self.task,
+                loss=f"{record['train/loss']:.4f}",
+                lr=f"{record['lr']:.2e}",
+                speed=f"{1000 / record['ms_per_step']:.1f}",
+            )
         else:
             self.console.print(
                 f"step {record['step']:>6} | loss {record['train/loss']:.4f} | lr {record['lr']:.2e} | "
                 f"{record['ms_per_step']:.1f} ms/step | {record['tokens_per_second']:,.0f} tok/s | "
-                f"grad norm {record['grad_norm']:.3f}", highlight=False, soft_wrap=True)
+                f"grad norm {record['grad_norm']:.3f}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def on_eval(self, trainer, record: dict) -> None:
         overall = {k: v for k, v in record.items() if not STAGE_KEY.match(k)}
@@ -75,7 +94,10 @@ class ConsoleLogger(Callback):
         self.console.print(
             f"done: {trainer.state.step} steps, best val loss {trainer.state.best_val_loss:.4f}\n"
             f"  checkpoint: {trainer.last_checkpoint}\n"
-            f"  metrics:    {trainer.run_dir / 'metrics.jsonl'}", highlight=False, soft_wrap=True)
+            f"  metrics:    {trainer.run_dir / 'metrics.jsonl'}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def stage_table(record: dict, curriculum, current: int) -> Table:

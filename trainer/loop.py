@@ -37,12 +37,28 @@ class Data:
 
 
 class Trainer:
-    def __init__(self, *, cfg: DictConfig, model: torch.nn.Module, raw_model: torch.nn.Module,
-                 objective: Objective, data: Data, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, autocast: AbstractContextManager, device: torch.device,
-                 checkpoints: CheckpointDirectory, callbacks: CallbackList, vocab: Vocabulary, run_dir: Path,
-                 stability: StabilityMonitor, recovery: Recovery, faults: FaultInjector, transfer: Transfer,
-                 curriculum: Curriculum | None = None):
+    def __init__(
+        self,
+        *,
+        cfg: DictConfig,
+        model: torch.nn.Module,
+        raw_model: torch.nn.Module,
+        objective: Objective,
+        data: Data,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        autocast: AbstractContextManager,
+        device: torch.device,
+        checkpoints: CheckpointDirectory,
+        callbacks: CallbackList,
+        vocab: Vocabulary,
+        run_dir: Path,
+        stability: StabilityMonitor,
+        recovery: Recovery,
+        faults: FaultInjector,
+        transfer: Transfer,
+        curriculum: Curriculum | None = None,
+    ):
         self.cfg, self.model, self.raw_model, self.objective, self.data = cfg, model, raw_model, objective, data
         self.optimizer, self.scaler, self.autocast, self.device = optimizer, scaler, autocast, device
         self.checkpoints, self.callbacks, self.vocab, self.run_dir = checkpoints, callbacks, vocab, run_dir
@@ -113,8 +129,14 @@ class Trainer:
     @property
     def lr(self) -> float:
         optim = self.cfg.optim
-        scheduled = learning_rate(self.state.step, lr=optim.lr, min_lr=optim.min_lr, warmup_iters=optim.warmup_iters,
-                                  decay_iters=self.decay_iters, schedule=optim.schedule.value)
+        scheduled = learning_rate(
+            self.state.step,
+            lr=optim.lr,
+            min_lr=optim.min_lr,
+            warmup_iters=optim.warmup_iters,
+            decay_iters=self.decay_iters,
+            schedule=optim.schedule.value,
+        )
         return scheduled * self.state.lr_scale
 
     def set_learning_rate(self, lr: float) -> None:
@@ -159,9 +181,11 @@ class Trainer:
     def announce(self, advance: Advance) -> None:
         stage = self.curriculum.train[advance.stage]
         self.callbacks.on_event(
-            self, f"stage {advance.previous} -> {advance.stage} ({stage.describe()}) after "
-                  f"{advance.stale_count} evaluations without a better val loss",
-            {"event": "stage_advance", "stage/index": advance.stage, "stage/stale_count": advance.stale_count})
+            self,
+            f"stage {advance.previous} -> {advance.stage} ({stage.describe()}) after "
+            f"{advance.stale_count} evaluations without a better val loss",
+            {"event": "stage_advance", "stage/index": advance.stage, "stage/stale_count": advance.stale_count},
+        )
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -176,8 +200,9 @@ class Trainer:
 
     def eval_train_batch(self, k: int) -> Batch:
         generator = generator_for(self.cfg.seed, Stream.EVAL_TRAIN, self.state.step, k)
-        batch = self.objective.make_batch(self.data.train_windows, self.cfg.batch_size, generator, self.state.stage,
-                                          self.state.step)
+        batch = self.objective.make_batch(
+            self.data.train_windows, self.cfg.batch_size, generator, self.state.stage, self.state.step
+        )
         return self.objective.on_device(batch.to(self.device))
 
     def checkpoint_payload(self) -> dict:

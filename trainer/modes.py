@@ -5,15 +5,25 @@ from omegaconf import DictConfig
 from models import GPT, GPTConfig
 from trainer.checkpoint import check_vocabulary, load_checkpoint
 from trainer.config import STAGED_MODES, ModeName
-from trainer.validation import build_masking, uses_unmasking_model
 from trainer.curriculum import Curriculum, Stage
 from trainer.errors import CheckpointError
-from trainer.objectives import (Filler, LanguageModelObjective, Objective, SequenceScoringObjective,
-                                TokenClassificationObjective, UnmaskingObjective)
+from trainer.objectives import (
+    Filler,
+    LanguageModelObjective,
+    Objective,
+    SequenceScoringObjective,
+    TokenClassificationObjective,
+    UnmaskingObjective,
+)
+from trainer.validation import build_masking, uses_unmasking_model
 from trainer.vocab import Vocabulary
 
-HEADS = {ModeName.language_model: "lm", ModeName.unmasking: "lm",
-         ModeName.token_classification: "token_classifier", ModeName.sequence_scoring: "sequence_scorer"}
+HEADS = {
+    ModeName.language_model: "lm",
+    ModeName.unmasking: "lm",
+    ModeName.token_classification: "token_classifier",
+    ModeName.sequence_scoring: "sequence_scorer",
+}
 
 
 def window_length(cfg: DictConfig) -> int:
@@ -24,10 +34,20 @@ def window_length(cfg: DictConfig) -> int:
 
 def model_config(cfg: DictConfig, vocab: Vocabulary) -> GPTConfig:
     m = cfg.model
-    return GPTConfig(vocab_size=vocab.size, block_size=cfg.block_size, n_layer=m.n_layer, n_head=m.n_head,
-                     n_embd=m.n_embd, dropout=m.dropout, bias=m.bias, attention=cfg.mode.attention.value,
-                     positions=m.positions.value, rope_base=m.rope_base, head=HEADS[cfg.mode.name],
-                     num_classes=cfg.mode.num_classes)
+    return GPTConfig(
+        vocab_size=vocab.size,
+        block_size=cfg.block_size,
+        n_layer=m.n_layer,
+        n_head=m.n_head,
+        n_embd=m.n_embd,
+        dropout=m.dropout,
+        bias=m.bias,
+        attention=cfg.mode.attention.value,
+        positions=m.positions.value,
+        rope_base=m.rope_base,
+        head=HEADS[cfg.mode.name],
+        num_classes=cfg.mode.num_classes,
+    )
 
 
 def make_curriculum(cfg: DictConfig) -> Curriculum | None:
@@ -46,7 +66,9 @@ def make_stages(nodes, key: str) -> list[Stage]:
     return [Stage(build_masking(node, f"{key}[{i}]"), node.val_loss_stale_count) for i, node in enumerate(nodes)]
 
 
-def make_objective(cfg: DictConfig, vocab: Vocabulary, curriculum: Curriculum | None, filler: Filler | None) -> Objective:
+def make_objective(
+    cfg: DictConfig, vocab: Vocabulary, curriculum: Curriculum | None, filler: Filler | None
+) -> Objective:
     name = cfg.mode.name
     if name == ModeName.language_model:
         return LanguageModelObjective()
@@ -64,12 +86,17 @@ def load_unmasking_model(cfg: DictConfig, vocab: Vocabulary, device, autocast) -
     key = "mode.unmasking_checkpoint"
     payload = load_checkpoint(cfg.mode.unmasking_checkpoint, key=key)
     if payload["config"]["mode"]["name"] != "unmasking":
-        raise CheckpointError(key, f"it is a checkpoint of a {payload['config']['mode']['name']} run",
-                              "a checkpoint of an unmasking run")
+        raise CheckpointError(
+            key, f"it is a checkpoint of a {payload['config']['mode']['name']} run", "a checkpoint of an unmasking run"
+        )
     check_vocabulary(payload, vocab, key, "an unmasking checkpoint trained on the same data")
     if payload["architecture"]["block_size"] < window_length(cfg):
-        raise CheckpointError(key, f"its block_size {payload['architecture']['block_size']} is shorter than the "
-                              f"windows of {window_length(cfg)}", "an unmasking model with a block_size this long")
+        raise CheckpointError(
+            key,
+            f"its block_size {payload['architecture']['block_size']} is shorter than the "
+            f"windows of {window_length(cfg)}",
+            "an unmasking model with a block_size this long",
+        )
     model = GPT(GPTConfig(**payload["architecture"]))
     model.load_state_dict(payload["model"])
     return Filler(model.to(device), vocab, cfg.mode.fill.value, autocast)

@@ -45,21 +45,30 @@ class Recovery:
         # count also keys the batches, so the re-run steps draw batches other than the bad ones.
         state.rollbacks, state.lr_scale, state.bad_steps = rollbacks, lr_scale, []
         source = latest or "the in-memory state of step 0"
-        trainer.callbacks.on_event(trainer, f"rolled back to {source} (step {state.step}), "
-                                            f"learning rate now x{lr_scale:g}",
-                                   {"stability/event": "rollback_done", "action": "rollback", "lr": trainer.lr,
-                                    "stability/rollbacks": rollbacks})
+        trainer.callbacks.on_event(
+            trainer,
+            f"rolled back to {source} (step {state.step}), learning rate now x{lr_scale:g}",
+            {
+                "stability/event": "rollback_done",
+                "action": "rollback",
+                "lr": trainer.lr,
+                "stability/rollbacks": rollbacks,
+            },
+        )
 
     def report(self, trainer, checks: str, action: Action) -> None:
         trainer.callbacks.on_event(
-            trainer, f"instability at step {trainer.state.step}: {checks} not finite -> {action.value}",
-            {"stability/event": f"{checks}: {action.value}", "check": checks, "action": action.value,
-             "lr": trainer.lr})
+            trainer,
+            f"instability at step {trainer.state.step}: {checks} not finite -> {action.value}",
+            {"stability/event": f"{checks}: {action.value}", "check": checks, "action": action.value, "lr": trainer.lr},
+        )
 
     def abort_reason(self, trainer, checks: str) -> str:
         step = trainer.state.step
         if self.policy.mode == "raise":
             return f"{checks} not finite at step {step} (stability.policy=raise)"
-        return (f"{checks} not finite at step {step} after {trainer.state.rollbacks} rollbacks "
-                f"(stability.max_rollbacks={self.policy.max_rollbacks}); the last checkpoint is "
-                f"{trainer.checkpoints.latest()}")
+        return (
+            f"{checks} not finite at step {step} after {trainer.state.rollbacks} rollbacks "
+            f"(stability.max_rollbacks={self.policy.max_rollbacks}); the last checkpoint is "
+            f"{trainer.checkpoints.latest()}"
+        )

@@ -3,8 +3,9 @@
 import math
 
 
-def learning_rate(step: int, *, lr: float, min_lr: float, warmup_iters: int, decay_iters: int,
-                  schedule: str = "cosine") -> float:
+def learning_rate(
+    step: int, *, lr: float, min_lr: float, warmup_iters: int, decay_iters: int, schedule: str = "cosine"
+) -> float:
     if step < warmup_iters:
         return lr * (step + 1) / (warmup_iters + 1)
     if schedule == "constant":

@@ -18,8 +18,14 @@ CLS_INIT_STD = 0.001  # the [CLS] row starts near zero: the trunk has never seen
 
 
 class Transfer:
-    def __init__(self, kind: str, unfreeze_at: int | None, lr_multiplier: float, weight_decay: float,
-                 make_optimizer: Callable[[list[dict]], torch.optim.Optimizer]):
+    def __init__(
+        self,
+        kind: str,
+        unfreeze_at: int | None,
+        lr_multiplier: float,
+        weight_decay: float,
+        make_optimizer: Callable[[list[dict]], torch.optim.Optimizer],
+    ):
         self.kind, self.unfreeze_at, self.lr_multiplier = kind, unfreeze_at, lr_multiplier
         self.weight_decay, self.make_optimizer = weight_decay, make_optimizer
 
@@ -33,17 +39,23 @@ class Transfer:
         saved = {k: payload["architecture"].get(k) for k in model.config.trunk()}
         differences = architecture_mismatch(saved, model.config.trunk())
         if differences:
-            raise CheckpointError("transfer.checkpoint", "its trunk differs from the configured model: "
-                                  + ", ".join(differences), "a checkpoint with the same model.* sizes and vocabulary")
+            raise CheckpointError(
+                "transfer.checkpoint",
+                "its trunk differs from the configured model: " + ", ".join(differences),
+                "a checkpoint with the same model.* sizes and vocabulary",
+            )
         check_vocabulary(payload, vocab, "transfer.checkpoint", "a checkpoint trained on the same data")
         trunk = {k: v for k, v in payload["model"].items() if k.startswith("transformer.")}
         if "transformer.wpe.weight" in trunk:  # learned positions: keep the rows this block size uses
-            trunk["transformer.wpe.weight"] = trunk["transformer.wpe.weight"][:model.config.block_size]
+            trunk["transformer.wpe.weight"] = trunk["transformer.wpe.weight"][: model.config.block_size]
         try:
             model.load_state_dict(trunk, strict=False)
         except RuntimeError as err:
-            raise CheckpointError("transfer.checkpoint", f"its trunk does not fit ({str(err).splitlines()[-1].strip()})",
-                                  "a checkpoint with the same model.* sizes") from None
+            raise CheckpointError(
+                "transfer.checkpoint",
+                f"its trunk does not fit ({str(err).splitlines()[-1].strip()})",
+                "a checkpoint with the same model.* sizes",
+            ) from None
         with torch.no_grad():
             model.transformer.wte.weight[vocab.cls_id].normal_(0.0, CLS_INIT_STD)
 
@@ -72,14 +84,18 @@ class Transfer:
             trainer.optimizer.add_param_group(group)
         state.unfrozen = True
         trainer.callbacks.on_event(
-            trainer, f"unfroze the trunk at step {state.step}: its LR is the scheduled LR x {self.lr_multiplier:g}; "
-                     f"{parameter_summary(model)}",
-            {"event": "unfreeze", "lr": trainer.lr, "lr_multiplier": self.lr_multiplier})
+            trainer,
+            f"unfroze the trunk at step {state.step}: its LR is the scheduled LR x {self.lr_multiplier:g}; "
+            f"{parameter_summary(model)}",
+            {"event": "unfreeze", "lr": trainer.lr, "lr_multiplier": self.lr_multiplier},
+        )
 
 
 def parameter_summary(model: torch.nn.Module) -> str:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = total - trainable
-    return (f"parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.1f}%), "
-            f"{frozen:,} frozen ({100 * frozen / total:.1f}%)")
+    return (
+        f"parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.1f}%), "
+        f"{frozen:,} frozen ({100 * frozen / total:.1f}%)"
+    )

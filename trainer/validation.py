@@ -15,8 +15,15 @@ from trainer.errors import ConfigError
 
 def validate(cfg: DictConfig) -> None:
     """Check what the schema cannot: ranges and combinations. Raises ConfigError."""
-    for key in ("max_iters", "eval_interval", "eval_iters", "log_interval", "batch_size",
-                "block_size", "gradient_accumulation_steps"):
+    for key in (
+        "max_iters",
+        "eval_interval",
+        "eval_iters",
+        "log_interval",
+        "batch_size",
+        "block_size",
+        "gradient_accumulation_steps",
+    ):
         minimum = 0 if key == "max_iters" else 1
         if cfg[key] < minimum:
             raise ConfigError(key, f"{cfg[key]} is too small", f"an integer >= {minimum}")
@@ -25,29 +32,39 @@ def validate(cfg: DictConfig) -> None:
     _check_range("optim.grad_clip", cfg.optim.grad_clip, 0, None, "a number >= 0 (0 disables clipping)")
     _check_range("optim.warmup_iters", cfg.optim.warmup_iters, 0, None, "an integer >= 0")
     _check_range("model.dropout", cfg.model.dropout, 0, 1, "a number in [0, 1)", open_high=True)
-    _check_range("data.val_fraction", cfg.data.val_fraction, 0, 1, "a number in (0, 1)", open_low=True,
-                 open_high=True)
+    _check_range("data.val_fraction", cfg.data.val_fraction, 0, 1, "a number in (0, 1)", open_low=True, open_high=True)
     if cfg.model.n_embd % cfg.model.n_head:
-        raise ConfigError("model.n_head", f"{cfg.model.n_head} does not divide model.n_embd={cfg.model.n_embd}",
-                          "a divisor of model.n_embd")
+        raise ConfigError(
+            "model.n_head",
+            f"{cfg.model.n_head} does not divide model.n_embd={cfg.model.n_embd}",
+            "a divisor of model.n_embd",
+        )
     _check_stability(cfg.stability)
     if cfg.checkpoint.keep_last < 1:
         raise ConfigError("checkpoint.keep_last", f"{cfg.checkpoint.keep_last}", "an integer >= 1")
     _check_mode(cfg)
     _check_transfer(cfg.transfer)
-    if cfg.transfer.kind in (TransferKind.feature_extraction, TransferKind.two_stage) and \
-            cfg.mode.name in (ModeName.language_model, ModeName.unmasking):
-        raise ConfigError("transfer", f"{cfg.transfer.kind.value} freezes the trunk, and a {cfg.mode.name.value} "
-                          "model's head is tied to the trunk's embedding: nothing would train",
-                          "none or fine_tuning for this mode")
+    if cfg.transfer.kind in (TransferKind.feature_extraction, TransferKind.two_stage) and cfg.mode.name in (
+        ModeName.language_model,
+        ModeName.unmasking,
+    ):
+        raise ConfigError(
+            "transfer",
+            f"{cfg.transfer.kind.value} freezes the trunk, and a {cfg.mode.name.value} "
+            "model's head is tied to the trunk's embedding: nothing would train",
+            "none or fine_tuning for this mode",
+        )
     if cfg.mode.name in STAGED_MODES:
         build_masking(cfg.masking, "masking")
         for split in ("train", "validation"):
             for index, stage in enumerate(cfg.stages[split] or []):
                 build_masking(stage, f"stages.{split}[{index}]")
                 if stage.val_loss_stale_count < 1:
-                    raise ConfigError(f"stages.{split}[{index}].val_loss_stale_count",
-                                      f"{stage.val_loss_stale_count} is too small", "an integer >= 1")
+                    raise ConfigError(
+                        f"stages.{split}[{index}].val_loss_stale_count",
+                        f"{stage.val_loss_stale_count} is too small",
+                        "an integer >= 1",
+                    )
         if cfg.stages.train is not None and not cfg.stages.train:
             raise ConfigError("stages.train", "the list is empty", "a list of stages, or null for the masking group")
 
@@ -56,32 +73,43 @@ def _check_mode(cfg: DictConfig) -> None:
     mode = cfg.mode
     if mode.name == ModeName.token_classification:
         _check_range("mode.rate_min", mode.rate_min, 0, 1, "a number in (0, 1]", open_low=True)
-        _check_range("mode.rate_max", mode.rate_max, mode.rate_min, 1, f"a number in [mode.rate_min={mode.rate_min}, 1]")
+        _check_range(
+            "mode.rate_max", mode.rate_max, mode.rate_min, 1, f"a number in [mode.rate_min={mode.rate_min}, 1]"
+        )
         _check_range("mode.rate_warmup", mode.rate_warmup, 0, None, "an integer >= 0")
         _check_range("mode.sticky_p1", mode.sticky_p1, 0, 1, "a number in (0, 1]", open_low=True)
         _check_range("mode.sticky_p2", mode.sticky_p2, 0, 1, "a number in [0, 1]")
         if mode.num_classes != 2:
             raise ConfigError("mode.num_classes", f"{mode.num_classes}", "2 (original / replaced)")
     if uses_unmasking_model(mode) and not mode.unmasking_checkpoint:
-        raise ConfigError("mode.unmasking_checkpoint", f"missing: {mode.name.value} fills positions with a frozen "
-                          "unmasking model", "the path of a checkpoint of an unmasking run")
+        raise ConfigError(
+            "mode.unmasking_checkpoint",
+            f"missing: {mode.name.value} fills positions with a frozen unmasking model",
+            "the path of a checkpoint of an unmasking run",
+        )
 
 
 def uses_unmasking_model(mode: DictConfig) -> bool:
     """Whether the mode fills positions with a frozen unmasking model (mode.unmasking_checkpoint)."""
     return mode.name == ModeName.sequence_scoring or (
-        mode.name == ModeName.token_classification and mode.source == ReplacementSource.model)
+        mode.name == ModeName.token_classification and mode.source == ReplacementSource.model
+    )
 
 
 def _check_transfer(transfer: DictConfig) -> None:
     if transfer.kind != TransferKind.none and not transfer.checkpoint:
-        raise ConfigError("transfer.checkpoint", f"missing for transfer={transfer.kind.value}",
-                          "the path of a checkpoint of any mode")
+        raise ConfigError(
+            "transfer.checkpoint", f"missing for transfer={transfer.kind.value}", "the path of a checkpoint of any mode"
+        )
     if transfer.kind == TransferKind.two_stage and (transfer.unfreeze_at_iteration or 0) < 1:
-        raise ConfigError("transfer.unfreeze_at_iteration", f"{transfer.unfreeze_at_iteration}",
-                          "an integer >= 1 for transfer=two_stage")
-    _check_range("transfer.unfreeze_lr_multiplier", transfer.unfreeze_lr_multiplier, 0, None, "a number > 0",
-                 open_low=True)
+        raise ConfigError(
+            "transfer.unfreeze_at_iteration",
+            f"{transfer.unfreeze_at_iteration}",
+            "an integer >= 1 for transfer=two_stage",
+        )
+    _check_range(
+        "transfer.unfreeze_lr_multiplier", transfer.unfreeze_lr_multiplier, 0, None, "a number > 0", open_low=True
+    )
 
 
 def _check_stability(stability: DictConfig) -> None:
@@ -93,8 +121,9 @@ def _check_stability(stability: DictConfig) -> None:
     _check_range("stability.lr_backoff", stability.lr_backoff, 0, 1, "a number in (0, 1]", open_low=True)
     for index, fault in enumerate(stability.inject):
         if fault.step < 0 or fault.repeat < 1:
-            raise ConfigError(f"stability.inject[{index}]", f"step={fault.step}, repeat={fault.repeat}",
-                              "step >= 0 and repeat >= 1")
+            raise ConfigError(
+                f"stability.inject[{index}]", f"step={fault.step}, repeat={fault.repeat}", "step >= 0 and repeat >= 1"
+            )
         fault_kind(fault.kind, f"stability.inject[{index}].kind")
 
 
@@ -112,8 +141,7 @@ NOT_MASKING_PARAMS = ("type", "val_loss_stale_count")
 
 def build_masking(node: Any, key: str) -> masking.MaskingStrategy:
     """Turn a masking config node into a strategy; bad values become a ConfigError under `key`."""
-    params = {k: v for k, v in OmegaConf.to_container(node).items()
-              if v is not None and k not in NOT_MASKING_PARAMS}
+    params = {k: v for k, v in OmegaConf.to_container(node).items() if v is not None and k not in NOT_MASKING_PARAMS}
     if "corruption" in params:
         corruption = params.pop("corruption")
         try:

@@ -47,8 +47,13 @@ class Vocabulary:
         return "".join(self.chars[i] if i < self.base_size else specials.get(i, "?") for i in map(int, ids))
 
     def to_dict(self) -> dict:
-        return {"chars": list(self.chars), "base_size": self.base_size, "size": self.size,
-                "mask_id": self.mask_id, "cls_id": self.cls_id}
+        return {
+            "chars": list(self.chars),
+            "base_size": self.base_size,
+            "size": self.size,
+            "mask_id": self.mask_id,
+            "cls_id": self.cls_id,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> "Vocabulary":

@@ -7,5 +7,12 @@ from trainer.objectives.sequence_scoring import SequenceScoringObjective
 from trainer.objectives.token_classification import TokenClassificationObjective
 from trainer.objectives.unmasking import UnmaskingObjective
 
-__all__ = ["Batch", "Filler", "LanguageModelObjective", "Objective", "SequenceScoringObjective",
-           "TokenClassificationObjective", "UnmaskingObjective"]
+__all__ = [
+    "Batch",
+    "Filler",
+    "LanguageModelObjective",
+    "Objective",
+    "SequenceScoringObjective",
+    "TokenClassificationObjective",
+    "UnmaskingObjective",
+]

@@ -63,16 +63,20 @@ class Objective(ABC):
     window_extra = 0
 
     @abstractmethod
-    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0,
-                   step: int = 0) -> Batch:
+    def make_batch(
+        self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0, step: int = 0
+    ) -> Batch:
         """Build a CPU training batch of `rows` samples for curriculum `stage` and training `step`,
         drawing only from `generator`."""
 
-    def validation_set(self, windows: TokenWindows, samples: int, batch_size: int,
-                       generator: torch.Generator) -> list[Batch]:
+    def validation_set(
+        self, windows: TokenWindows, samples: int, batch_size: int, generator: torch.Generator
+    ) -> list[Batch]:
         """The fixed validation set: `samples` rows in batches of `batch_size`, built once."""
-        return [self.make_batch(windows, min(batch_size, samples - start), generator)
-                for start in range(0, samples, batch_size)]
+        return [
+            self.make_batch(windows, min(batch_size, samples - start), generator)
+            for start in range(0, samples, batch_size)
+        ]
 
     def on_device(self, batch: Batch) -> Batch:
         """Finish a batch that has reached the device (e.g. fill it with a frozen model's predictions)."""

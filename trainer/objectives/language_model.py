@@ -12,8 +12,9 @@ from trainer.objectives.base import Batch, Objective
 class LanguageModelObjective(Objective):
     window_extra = 1
 
-    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0,
-                   step: int = 0) -> Batch:
+    def make_batch(
+        self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0, step: int = 0
+    ) -> Batch:
         tokens = windows.sample(rows, generator)
         return Batch(inputs=tokens[:, :-1].contiguous(), targets=tokens[:, 1:].contiguous())
 

@@ -15,14 +15,16 @@ from trainer.objectives.filler import Filler
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.vocab import Vocabulary
 
+
 class SequenceScoringObjective(Objective):
     window_extra = -1  # the window leaves room for [CLS]
 
     def __init__(self, curriculum: Curriculum, vocab: Vocabulary, filler: Filler):
         self.curriculum, self.vocab, self.filler = curriculum, vocab, filler
 
-    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0,
-                   step: int = 0) -> Batch:
+    def make_batch(
+        self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0, step: int = 0
+    ) -> Batch:
         plan = [(i, self.curriculum.train[i], n) for i, n in self.curriculum.training_rows(stage, rows)]
         return self._assemble(masked_rows(windows, plan, self.vocab, generator), generator)
 
@@ -33,14 +35,24 @@ class SequenceScoringObjective(Objective):
     @staticmethod
     def _assemble(rows: MaskedRows, generator: torch.Generator) -> Batch:
         seed = draw_seed(generator)
-        return Batch(inputs=rows.corrupted, targets=rows.tokens, predict_at=rows.predict_at, mask=rows.mask,
-                     row_stage=rows.row_stage, fill_seed=seed)
+        return Batch(
+            inputs=rows.corrupted,
+            targets=rows.tokens,
+            predict_at=rows.predict_at,
+            mask=rows.mask,
+            row_stage=rows.row_stage,
+            fill_seed=seed,
+        )
 
     def on_device(self, batch: Batch) -> Batch:
         filled = self.filler(batch.inputs, batch.targets, batch.predict_at, batch.fill_seed)
         cls = torch.full((filled.size(0), 1), self.vocab.cls_id, dtype=filled.dtype, device=filled.device)
-        return Batch(inputs=torch.cat([cls, filled], dim=1), targets=batch.mask.float().mean(1),
-                     mask=batch.mask, row_stage=batch.row_stage)
+        return Batch(
+            inputs=torch.cat([cls, filled], dim=1),
+            targets=batch.mask.float().mean(1),
+            mask=batch.mask,
+            row_stage=batch.row_stage,
+        )
 
     def loss(self, model, batch: Batch) -> torch.Tensor:
         return F.mse_loss(model(batch.inputs).float(), batch.targets)
@@ -51,8 +63,9 @@ class SequenceScoringObjective(Objective):
         targets = torch.cat([b.targets for b in batches])
         errors = scores - targets
         centred_scores, centred_targets = scores - scores.mean(), targets - targets.mean()
-        pearson = (centred_scores * centred_targets).sum() / (
-            centred_scores.norm() * centred_targets.norm()).clamp(min=1e-12)
+        pearson = (centred_scores * centred_targets).sum() / (centred_scores.norm() * centred_targets.norm()).clamp(
+            min=1e-12
+        )
         metrics = {
             "loss": errors.pow(2).mean(),
             "mae": errors.abs().mean(),

@@ -25,8 +25,9 @@ class MaskedRows:
         return self.mask.flatten().nonzero().squeeze(1)
 
 
-def masked_rows(windows: TokenWindows, plan: list[tuple[int, Stage, int]], vocab: Vocabulary,
-                generator: torch.Generator) -> MaskedRows:
+def masked_rows(
+    windows: TokenWindows, plan: list[tuple[int, Stage, int]], vocab: Vocabulary, generator: torch.Generator
+) -> MaskedRows:
     """Sample and mask `n` windows for each (stage index, stage, n) of the plan."""
     parts = []
     for index, stage, n in plan:
@@ -36,8 +37,14 @@ def masked_rows(windows: TokenWindows, plan: list[tuple[int, Stage, int]], vocab
     return MaskedRows(*(torch.cat(column) for column in zip(*parts)))
 
 
-def validation_rows(stages: list[Stage], samples: int, windows: TokenWindows, vocab: Vocabulary,
-                    generator: torch.Generator, batch_size: int) -> list[MaskedRows]:
+def validation_rows(
+    stages: list[Stage],
+    samples: int,
+    windows: TokenWindows,
+    vocab: Vocabulary,
+    generator: torch.Generator,
+    batch_size: int,
+) -> list[MaskedRows]:
     """Equal samples for every validation stage (rounded up), in chunks of batch_size."""
     per_stage = -(-samples // len(stages))
     rows = masked_rows(windows, [(i, stage, per_stage) for i, stage in enumerate(stages)], vocab, generator)

@@ -14,6 +14,7 @@ from trainer.objectives.base import Batch, Objective, draw_seed, host_values
 from trainer.objectives.filler import Filler
 from trainer.vocab import Vocabulary
 
+
 class TokenClassificationObjective(Objective):
     def __init__(self, mode, vocab: Vocabulary, filler: Filler | None = None):
         self.mode, self.vocab, self.filler = mode, vocab, filler
@@ -22,16 +23,27 @@ class TokenClassificationObjective(Objective):
         progress = min(1.0, step / self.mode.rate_warmup) if self.mode.rate_warmup else 1.0
         return self.mode.rate_min + progress * (self.mode.rate_max - self.mode.rate_min)
 
-
-    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0,
-                   step: int = 0, rate: float | None = None) -> Batch:
+    def make_batch(
+        self,
+        windows: TokenWindows,
+        rows: int,
+        generator: torch.Generator,
+        stage: int = 0,
+        step: int = 0,
+        rate: float | None = None,
+    ) -> Batch:
         tokens = windows.sample(rows, generator)
         selected = self.select(tokens, self.rate(step) if rate is None else rate, generator)
         seed = draw_seed(generator)
         if self.filler is not None:  # the frozen model completes the masked positions on the device
             masked = torch.where(selected, self.vocab.mask_id, tokens)
-            return Batch(inputs=masked, targets=tokens, predict_at=selected.flatten().nonzero().squeeze(1),
-                         mask=selected, fill_seed=seed)
+            return Batch(
+                inputs=masked,
+                targets=tokens,
+                predict_at=selected.flatten().nonzero().squeeze(1),
+                mask=selected,
+                fill_seed=seed,
+            )
         replaced = torch.where(selected, self.other_characters(tokens, generator), tokens)
         return Batch(inputs=replaced, targets=selected.long(), mask=selected)
 
@@ -39,8 +51,10 @@ class TokenClassificationObjective(Objective):
         """Batches at rates spread evenly over the whole ramp, so every difficulty is measured."""
         starts = range(0, samples, batch_size)
         rates = torch.linspace(self.mode.rate_min, self.mode.rate_max, len(starts)).tolist()
-        return [self.make_batch(windows, min(batch_size, samples - start), generator, rate=rate)
-                for start, rate in zip(starts, rates)]
+        return [
+            self.make_batch(windows, min(batch_size, samples - start), generator, rate=rate)
+            for start, rate in zip(starts, rates)
+        ]
 
     def select(self, tokens: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
         if self.mode.selection.value == "sticky":

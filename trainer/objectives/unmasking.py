@@ -24,21 +24,28 @@ class UnmaskingObjective(Objective):
     def __init__(self, curriculum: Curriculum, vocab: Vocabulary):
         self.curriculum, self.vocab = curriculum, vocab
 
-    def make_batch(self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0,
-                   step: int = 0) -> Batch:
+    def make_batch(
+        self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0, step: int = 0
+    ) -> Batch:
         plan = [(i, self.curriculum.train[i], n) for i, n in self.curriculum.training_rows(stage, rows)]
         return self._assemble(masked_rows(windows, plan, self.vocab, generator))
 
-    def validation_set(self, windows: TokenWindows, samples: int, batch_size: int,
-                       generator: torch.Generator) -> list[Batch]:
+    def validation_set(
+        self, windows: TokenWindows, samples: int, batch_size: int, generator: torch.Generator
+    ) -> list[Batch]:
         chunks = validation_rows(self.curriculum.validation, samples, windows, self.vocab, generator, batch_size)
         return [self._assemble(chunk) for chunk in chunks]
 
     @staticmethod
     def _assemble(rows: MaskedRows) -> Batch:
         predict_at = rows.predict_at
-        return Batch(inputs=rows.corrupted, targets=rows.tokens.flatten()[predict_at], predict_at=predict_at,
-                     mask=rows.mask, row_stage=rows.row_stage)
+        return Batch(
+            inputs=rows.corrupted,
+            targets=rows.tokens.flatten()[predict_at],
+            predict_at=predict_at,
+            mask=rows.mask,
+            row_stage=rows.row_stage,
+        )
 
     def loss(self, model, batch: Batch) -> torch.Tensor:
         logits = model(batch.inputs, predict_at=batch.predict_at)
@@ -51,8 +58,10 @@ class UnmaskingObjective(Objective):
         per_token, per_row = self._collect(model, batches)
         metrics = self._summary(per_token, per_row)
         for stage in range(len(self.curriculum.validation)):
-            in_stage = self._summary({k: v[per_token["stage"] == stage] for k, v in per_token.items()},
-                                     {k: v[per_row["stage"] == stage] for k, v in per_row.items()})
+            in_stage = self._summary(
+                {k: v[per_token["stage"] == stage] for k, v in per_token.items()},
+                {k: v[per_row["stage"] == stage] for k, v in per_row.items()},
+            )
             metrics.update({f"stage_{stage}_{name}": value for name, value in in_stage.items()})
         return host_values(metrics)
 
@@ -64,15 +73,20 @@ class UnmaskingObjective(Objective):
             probs = logits.softmax(-1)
             p_true = probs.gather(1, batch.targets[:, None]).squeeze(1)
             p_wrong = probs.scatter(1, batch.targets[:, None], 0.0).amax(1)
-            token_parts.append({
-                "loss": F.cross_entropy(logits, batch.targets, reduction="none"),
-                "p_correct": p_true,
-                "snr": (p_true / (p_wrong + 1e-10)).clamp(max=SNR_CLAMP),
-                "correct": (logits.argmax(-1) == batch.targets).float(),
-                "stage": batch.row_stage[batch.predict_at // batch.inputs.size(1)],
-            })
+            token_parts.append(
+                {
+                    "loss": F.cross_entropy(logits, batch.targets, reduction="none"),
+                    "p_correct": p_true,
+                    "snr": (p_true / (p_wrong + 1e-10)).clamp(max=SNR_CLAMP),
+                    "correct": (logits.argmax(-1) == batch.targets).float(),
+                    "stage": batch.row_stage[batch.predict_at // batch.inputs.size(1)],
+                }
+            )
             row_parts.append({"ratio": batch.mask.float().mean(1), "stage": batch.row_stage})
-        concat = lambda parts: {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+        def concat(parts):
+            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
         return concat(token_parts), concat(row_parts)
 
     def _summary(self, per_token: dict, per_row: dict) -> dict[str, torch.Tensor]:
