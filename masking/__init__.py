@@ -4,7 +4,7 @@ from masking.base import MaskingResult, MaskingStrategy
 from masking.corruption import Corruption
 from masking.errors import MaskingConfigError
 from masking.random import RandomMasking
-from masking.registry import STRATEGIES, build_strategy
+from masking.registry import STRATEGIES, strategy_class
 from masking.span import SpanMasking
 from masking.sticky import StickyMasking
 
@@ -17,5 +17,5 @@ __all__ = [
     "RandomMasking",
     "SpanMasking",
     "StickyMasking",
-    "build_strategy",
+    "strategy_class",
 ]

@@ -23,9 +23,13 @@ class MaskingResult:
 
 
 class MaskingStrategy(ABC):
-    """Subclasses are frozen dataclasses; `corruption=None` turns every selected position into the mask id."""
+    """Subclasses are dataclasses whose fields are the strategy's config (the `masking` group and every
+    curriculum stage): parameters with their domains, then `type`, the name the config uses for it.
+    Without a `corruption` field, or with `corruption=None`, every selected position becomes the mask id.
+    """
 
-    corruption: Corruption | None
+    corruption: Corruption | None = None
+    type: str
 
     @abstractmethod
     def select(self, x: Tensor, generator: torch.Generator) -> Tensor:
@@ -35,7 +39,10 @@ class MaskingStrategy(ABC):
     def describe(self) -> str:
         """Short parameter summary for console lines."""
 
-    def _check_corruption(self) -> None:
+    def _check_type_and_corruption(self) -> None:
+        name = self.__dataclass_fields__["type"].default
+        if self.type != name:
+            raise MaskingConfigError("type", f"this is the {name} strategy", name, self.type)
         if self.corruption is not None and not isinstance(self.corruption, Corruption):
             raise MaskingConfigError(
                 "corruption", "not a Corruption", "a Corruption, a mapping of its fields, or None", self.corruption

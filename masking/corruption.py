@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Interval
 from torch import Tensor
 
-from masking.errors import MaskingConfigError, check_number
+from masking.errors import MaskingConfigError
+
+Probability = Annotated[float, Interval(ge=0, le=1)]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Corruption:
     """Selected positions become the mask id (mask_prob), a uniform random id (random_prob), or stay unchanged."""
 
-    mask_prob: float = 0.8
-    random_prob: float = 0.1
+    mask_prob: Probability = 0.8
+    random_prob: Probability = 0.1
 
     def __post_init__(self) -> None:
-        check_number("mask_prob", self.mask_prob, "a number in [0, 1]", low=0.0, high=1.0)
-        check_number("random_prob", self.random_prob, "a number in [0, 1]", low=0.0, high=1.0)
         # Small tolerance: 0.7 + 0.3 style sums must not fail on float noise.
         if self.mask_prob + self.random_prob > 1.0 + 1e-9:
             raise MaskingConfigError(

@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
+from annotated_types import Interval
 from torch import Tensor
 
 from masking.base import MaskingStrategy
 from masking.corruption import Corruption
-from masking.errors import check_number
+from masking.errors import MaskingConfigError
 
 
-@dataclass(frozen=True)
+@dataclass
 class RandomMasking(MaskingStrategy):
     """Row b uses r_b ~ U(0, max_masked_ratio); every position is selected with probability r_b."""
 
-    max_masked_ratio: float
-    corruption: Corruption | None = Corruption()
-
-    ALLOWED: ClassVar[dict[str, str]] = {
-        "max_masked_ratio": "a number in [0, 1]",
-        "corruption": "a Corruption, a mapping of its fields, or None",
-    }
+    max_masked_ratio: Annotated[float, Interval(ge=0, le=1)] = 0.5
+    corruption: Corruption | None = field(default_factory=Corruption)
+    type: str = "random"
 
     def __post_init__(self) -> None:
-        check_number("max_masked_ratio", self.max_masked_ratio, self.ALLOWED["max_masked_ratio"], low=0, high=1)
-        self._check_corruption()
+        if self.max_masked_ratio == 0:
+            raise MaskingConfigError(
+                "max_masked_ratio", "masks no position at all, so the stage has no loss", "a number in (0, 1]", 0.0
+            )
+        self._check_type_and_corruption()
 
     def describe(self) -> str:
         return f"random r<={self.max_masked_ratio:.2f}{self._describe_corruption()}"

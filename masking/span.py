@@ -2,42 +2,40 @@
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated
 
 import torch
+from annotated_types import Ge
 from torch import Tensor
 
 from masking.base import MaskingStrategy
-from masking.corruption import Corruption
 from masking.errors import MaskingConfigError
 
 
-@dataclass(frozen=True)
+@dataclass
 class SpanMasking(MaskingStrategy):
-    """2k uniform positions per row, sorted and paired (start, end); every [start, end] is selected."""
+    """2k uniform positions per row, sorted and paired (start, end); every [start, end] is selected.
 
-    spans_count: int
-    corruption: Corruption | None = None
+    Every selected position becomes the mask id: span masking takes no BERT-style corruption (SPEC 4).
+    """
 
-    ALLOWED: ClassVar[dict[str, str]] = {
-        "spans_count": "an integer >= 0",
-        "corruption": "a Corruption, a mapping of its fields, or None",
-    }
+    spans_count: Annotated[int, Ge(0)] = 5
+    type: str = "span"
 
     def __post_init__(self) -> None:
-        count = self.spans_count
-        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
-            raise MaskingConfigError("spans_count", "not a non-negative integer", self.ALLOWED["spans_count"], count)
-        self._check_corruption()
+        if self.spans_count == 0:
+            raise MaskingConfigError(
+                "spans_count", "masks no position at all, so the stage has no loss", "an integer >= 1", 0
+            )
+        self._check_type_and_corruption()
 
     def describe(self) -> str:
-        return f"span k={self.spans_count}{self._describe_corruption()}"
+        return f"span k={self.spans_count}"
 
     def select(self, x: Tensor, generator: torch.Generator) -> Tensor:
         batch, seq_len = x.shape
-        if self.spans_count == 0 or seq_len <= 1:
+        if seq_len <= 1:
             return torch.zeros(batch, seq_len, dtype=torch.bool, device=x.device)
         # randint(0, T) is floor(u * T) for u ~ U(0, 1) without float rounding at the top end.
         points = (

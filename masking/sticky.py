@@ -3,55 +3,45 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from masking.base import MaskingStrategy
-from masking.corruption import Corruption
-from masking.errors import MaskingConfigError, check_number
+from masking.corruption import Corruption, Probability
+from masking.errors import MaskingConfigError
 
 ROUNDS_PER_SYNC = 4  # growth rounds between two host checks of "does any row still need more?"
 MAX_ROUNDS = 1000
 
 
-@dataclass(frozen=True)
+@dataclass
 class StickyMasking(MaskingStrategy):
     """Each round, an unselected position is selected with p2 if a neighbour is selected, else with p1.
 
-    Every row ends with exactly `target_count(T)` selected positions.
+    Every row ends with exactly `target_count(T)` selected positions (SPEC 4).
     """
 
-    target_masked_ratio: float
-    p1_probability: float
-    p2_probability: float
-    corruption: Corruption | None = Corruption()
-
-    ALLOWED: ClassVar[dict[str, str]] = {
-        "target_masked_ratio": "a number in [0, 1]",
-        "p1_probability": "a number in (0, 1]",
-        "p2_probability": "a number in [0, 1]",
-        "corruption": "a Corruption, a mapping of its fields, or None",
-    }
+    target_masked_ratio: Probability = 0.4
+    p1_probability: Probability = 0.15
+    p2_probability: Probability = 0.3
+    corruption: Corruption | None = field(default_factory=Corruption)
+    type: str = "sticky"
 
     def __post_init__(self) -> None:
-        check_number(
-            "target_masked_ratio", self.target_masked_ratio, self.ALLOWED["target_masked_ratio"], low=0, high=1
-        )
+        if self.target_masked_ratio == 0:
+            raise MaskingConfigError(
+                "target_masked_ratio", "masks no position at all, so the stage has no loss", "a number in (0, 1]", 0.0
+            )
         if self.p1_probability == 0:
             raise MaskingConfigError(
                 "p1_probability",
                 "sticky masking cannot reach its target with p1_probability=0",
-                self.ALLOWED["p1_probability"],
+                "a number in (0, 1]",
                 self.p1_probability,
             )
-        check_number(
-            "p1_probability", self.p1_probability, self.ALLOWED["p1_probability"], low=0, high=1, low_open=True
-        )
-        check_number("p2_probability", self.p2_probability, self.ALLOWED["p2_probability"], low=0, high=1)
-        self._check_corruption()
+        self._check_type_and_corruption()
 
     def target_count(self, seq_len: int) -> int:
         """ceil(r * T) clamped to T; the epsilon keeps float noise (0.7 * 10 = 7.000000000000001) from adding one."""

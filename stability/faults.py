@@ -7,25 +7,44 @@ used up, so a rollback re-running the same steps does not meet the same fault ag
 """
 
 from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated
 
 import torch
+from annotated_types import Ge
 
-TARGETS = ("logits", "loss", "grads", "params", "val")
 KINDS = {"nan": float("nan"), "inf": float("inf")}
+
+
+class FaultTarget(str, Enum):
+    logits = "logits"
+    loss = "loss"
+    grads = "grads"
+    params = "params"
+    val = "val"
+
+
+class FaultConfigError(ValueError):
+    """An invalid fault entry: names the field and what is allowed."""
+
+    def __init__(self, key: str, problem: str, allowed: str):
+        self.key, self.problem, self.allowed = key, problem, allowed
+        super().__init__(f"{key}: {problem}; allowed: {allowed}")
 
 
 @dataclass
 class Fault:
-    step: int
-    target: str
+    """One entry of `stability.inject`. `kind` is text because YAML reads a bare nan or inf as a float."""
+
+    step: Annotated[int, Ge(0)]
+    target: FaultTarget
     kind: str = "nan"
-    repeat: int = 1
+    repeat: Annotated[int, Ge(1)] = 1
 
     def __post_init__(self):
-        if self.target not in TARGETS:
-            raise ValueError(f"target {self.target!r}; allowed: {', '.join(TARGETS)}")
+        self.target = FaultTarget(self.target)
         if self.kind not in KINDS:
-            raise ValueError(f"kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+            raise FaultConfigError("kind", f"{self.kind!r} is not a fault kind", ", ".join(KINDS))
 
 
 class FaultInjector:

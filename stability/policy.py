@@ -8,6 +8,9 @@ away, so they roll back at once.
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Annotated
+
+from annotated_types import Ge, Interval
 
 
 class Action(Enum):
@@ -23,17 +26,21 @@ class TrainingDiverged(RuntimeError):
 ROLLBACK_AT_ONCE = {"params", "val"}
 
 
-@dataclass(frozen=True)
+# `raise` is a Python keyword, hence the functional form.
+PolicyMode = Enum("PolicyMode", {"recover": "recover", "raise": "raise"}, type=str)
+
+
+@dataclass
 class RecoveryPolicy:
-    mode: str = "recover"  # recover | raise
-    max_skips: int = 3
-    window: int = 50
-    lr_backoff: float = 0.5
-    max_rollbacks: int = 3
+    policy: PolicyMode = PolicyMode["recover"]  # raise: stop at the first bad step
+    max_skips: Annotated[int, Ge(1)] = 3  # bad steps within `window` steps before rolling back
+    window: Annotated[int, Ge(1)] = 50
+    lr_backoff: Annotated[float, Interval(gt=0, le=1)] = 0.5  # the learning rate is multiplied by this per rollback
+    max_rollbacks: Annotated[int, Ge(0)] = 3
 
     def decide(self, step: int, failed: tuple[str, ...], recent_bad_steps: list[int], rollbacks: int) -> Action:
         """The action for a bad `step`, given the bad steps already recorded and the rollbacks so far."""
-        if self.mode == "raise":
+        if self.policy == "raise":
             return Action.ABORT
         bad_in_window = [s for s in recent_bad_steps if step - s < self.window] + [step]
         if ROLLBACK_AT_ONCE.intersection(failed) or len(bad_in_window) >= self.max_skips:

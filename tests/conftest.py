@@ -52,22 +52,19 @@ def compose_config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-TINY_RUN = [
-    "model=tiny",
-    "stages=single",
-    "system=cpu",
-    "batch_size=8",
-    "block_size=32",
-    "eval_iters=2",
-    "log_interval=5",
-    "optim.warmup_iters=5",
-    "optim.lr=3e-3",
-    "data.prefetch=2",
-]
+# The debug=smoke preset (tiny model, short windows, CPU) with the learning rate the tests train at.
+TINY_RUN = ["debug=smoke", "log_interval=5", "optim.warmup_iters=5", "optim.lr=3e-3"]
+CURRICULUM_CHOICES = {"masking", "stages", "experiment"}
+UNSTAGED_MODES = {"mode=language_model", "mode=token_classification"}
 
 
 def tiny_overrides(corpus_file: Path, *extra: str) -> list[str]:
-    return ["data=text", f"data.path={corpus_file}", *TINY_RUN, *extra]
+    """A tiny run on the generated corpus; the curriculum modes train sticky masking alone unless
+    `extra` chooses the masking, the stages or an experiment itself."""
+    chosen = {override.split("=", 1)[0] for override in extra}
+    staged = not UNSTAGED_MODES.intersection(extra)
+    curriculum = ["masking=sticky"] if staged and not chosen & CURRICULUM_CHOICES else []
+    return ["data=text", f"data.path={corpus_file}", *TINY_RUN, *curriculum, *extra]
 
 
 def train(run_dir: Path, overrides: list[str]):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import TINY_RUN, tiny_overrides, train
 
@@ -37,28 +38,144 @@ def finished_run(tmp_path_factory, corpus_file):
     return run_dir
 
 
+# One row per mistaken command: the arguments and what the one error line must name.
 BAD_INPUTS = [
-    (["mode=foo"], ["mode=foo", "language_model", "unmasking"]),
-    (["masking=zigzag"], ["masking=zigzag", "random", "span", "sticky"]),
+    # non-finite numbers where a finite one is meant
+    (["optim.lr=inf"], ["optim.lr", "finite"]),
+    (["optim.lr=nan"], ["optim.lr", "finite"]),
+    (["optim.min_lr=nan"], ["optim.min_lr", "finite"]),
+    (["optim.weight_decay=inf"], ["optim.weight_decay"]),
+    (["optim.grad_clip=nan"], ["optim.grad_clip"]),
+    (["model.dropout=nan"], ["model.dropout"]),
+    (["model.rope_base=inf"], ["model.rope_base"]),
+    (["system.peak_flops=inf"], ["system.peak_flops"]),
+    (["data.val_fraction=nan"], ["data.val_fraction"]),
+    (["stability.lr_backoff=nan"], ["stability.lr_backoff"]),
+    (["masking=sticky", "masking.p2_probability=nan"], ["masking.p2_probability"]),
+    (["mode=token_classification", "mode.rate_max=inf"], ["mode.rate_max"]),
+    # model shape
+    (["model.n_layer=0"], ["model.n_layer", "greater than or equal to 1"]),
+    (["model.n_head=0"], ["model.n_head"]),
+    (["model.n_head=3"], ["model.n_head", "divisor"]),
+    (["model.n_head=64"], ["model.n_head", "even head size"]),
+    (["model.n_embd=0"], ["model.n_embd"]),
+    (["model.rope_base=0"], ["model.rope_base", "greater than 0"]),
+    (["model.dropout=1.0"], ["model.dropout", "less than 1"]),
+    (["model.dropout=-0.1"], ["model.dropout"]),
+    (["model.positions=absolute"], ["model.positions", "rope"]),
+    # optimizer
+    (["optim.lr=0"], ["optim.lr", "greater than 0"]),
+    (["optim.lr=-1"], ["optim.lr"]),
+    (["optim.min_lr=-0.1"], ["optim.min_lr"]),
+    (["optim.min_lr=1.0"], ["optim.min_lr", "optim.lr"]),
+    (["optim.betas=[0.9]"], ["optim.betas", "2 items"]),
+    (["optim.betas=[0.9,1.0]"], ["optim.betas[1]", "less than 1"]),
+    (["optim.betas=[-0.1,0.9]"], ["optim.betas[0]"]),
+    (["optim.weight_decay=-1"], ["optim.weight_decay"]),
+    (["optim.warmup_iters=-1"], ["optim.warmup_iters"]),
+    (["optim.lr_decay_iters=2"], ["optim.lr_decay_iters", "warmup"]),
+    (["optim.schedule=linear"], ["optim.schedule", "cosine"]),
+    # masking and stages that could not train
+    (["masking=span", "masking.spans_count=0"], ["masking.spans_count", "masks no position"]),
+    (["masking=random", "masking.max_masked_ratio=0"], ["masking.max_masked_ratio", "masks no position"]),
+    (["masking=sticky", "masking.target_masked_ratio=0"], ["masking.target_masked_ratio", "masks no position"]),
+    (["masking=sticky", "masking.p1_probability=0"], ["masking.p1_probability", "(0, 1]"]),
+    (["masking=sticky", "masking.target_masked_ratio=1.5"], ["masking.target_masked_ratio"]),
+    (["masking=random", "masking.max_masked_ratio=-0.1"], ["masking.max_masked_ratio"]),
+    (["masking=sticky", "masking.corruption.random_prob=0.5"], ["masking.corruption.random_prob", "mask_prob"]),
+    (["masking=span", "masking.corruption.mask_prob=0.5"], ["masking.corruption"]),
+    (["stages.validation=[]"], ["stages.validation", "empty"]),
+    (["stages.train=[]"], ["stages.train", "empty"]),
+    (["stages.train.0.type=zigzag"], ["stages.train[0].type", "sticky"]),
+    (["stages.train.1.p1_probability=0"], ["stages.train[1].p1_probability"]),
+    (["stages.train.0.val_loss_stale_count=0"], ["stages.train[0].val_loss_stale_count"]),
+    (["stages.train.2.corruption.mask_prob=2"], ["stages.train[2].corruption.mask_prob"]),
+    (["stages=canonical14", "stages.mix=all", "batch_size=3"], ["batch_size", "14 stages"]),
+    (["masking=zigzag"], ["masking", "'zigzag'", "sticky"]),
+    (["stages=nope"], ["stages", "easy_to_hard"]),
+    # plain numbers and names
+    (["seed=-1"], ["seed"]),
+    (["max_iters=-1"], ["max_iters"]),
+    (["eval_interval=0"], ["eval_interval"]),
+    (["eval_iters=0"], ["eval_iters"]),
+    (["log_interval=0"], ["log_interval"]),
+    (["batch_size=0"], ["batch_size"]),
+    (["block_size=0"], ["block_size"]),
+    (["gradient_accumulation_steps=0"], ["gradient_accumulation_steps"]),
+    (["system.threads=0"], ["system.threads"]),
+    (["system.peak_flops=0"], ["system.peak_flops"]),
+    (["data.val_fraction=0"], ["data.val_fraction"]),
+    (["data.val_fraction=1"], ["data.val_fraction"]),
+    (["data.prefetch=0"], ["data.prefetch"]),
+    (["checkpoint.keep_last=0"], ["checkpoint.keep_last"]),
+    (["run_name=a/b"], ["run_name", "plain name"]),
+    (["run_name=''"], ["run_name", "plain name"]),
+    (["logger.jsonl.filename=../metrics.jsonl"], ["logger.jsonl.filename", "plain name"]),
+    (["logger.jsonl.filename=sub/m.jsonl"], ["logger.jsonl.filename"]),
+    # keys that do not exist, or belong to another option
     (["optim.lerning_rate=0.1"], ["optim.lerning_rate", "lr"]),
     (["batch_sise=4"], ["batch_sise", "batch_size"]),
-    (["masking.target_masked_ratio=1.5"], ["masking.target_masked_ratio", "[0, 1]"]),
-    (["masking=random", "masking.max_masked_ratio=-0.1"], ["masking.max_masked_ratio", "[0, 1]"]),
-    (["masking.p1_probability=0"], ["masking.p1_probability", "(0, 1]"]),
+    (["mode=language_model", "mode.fill=sample"], ["mode.fill"]),
+    (["+mode.foo=1"], ["mode.foo", "no such key"]),
+    (["++optim.foo=1"], ["optim.foo", "no such key"]),
+    (["+model.n_kv_head=2"], ["model.n_kv_head", "no such key"]),
+    (["mode=foo"], ["mode", "'foo'", "language_model", "unmasking"]),
+    # settings that would silently do nothing
+    (["transfer.checkpoint=x.pt"], ["transfer.checkpoint", "transfer=none"]),
+    (["stability.inject=[{step: 100, target: loss}]"], ["stability.inject[0].step", "never reached"]),
+    (["mode=language_model", "masking=sticky"], ["masking", "language_model"]),
+    (["mode=language_model", "stages=canonical14"], ["stages", "language_model"]),
+    (["masking=sticky", "stages=canonical14"], ["masking", "stages=single"]),
+    (["mode=token_classification", "mode.unmasking_checkpoint=x.pt"], ["mode.unmasking_checkpoint", "source"]),
+    (
+        ["mode=token_classification", "transfer=two_stage", "transfer.checkpoint=x.pt"],
+        ["transfer.unfreeze_at_iteration", "never reached"],
+    ),
+    # what Hydra itself reports
+    (["~mode"], ["mode", "missing"]),
+    (["stability.inject=[{target: loss}]"], ["stability.inject[0].step", "missing"]),
+    (["data.path=a=b"], ["data.path", "quote"]),
+    # combinations, data and checkpoints
+    (["mode=sequence_scoring"], ["mode.unmasking_checkpoint", "missing"]),
+    (["mode=token_classification", "mode.rate_min=0"], ["mode.rate_min"]),
+    (["mode=token_classification", "mode.rate_max=0.01"], ["mode.rate_max", "mode.rate_min"]),
+    (["mode=token_classification", "mode.source=model"], ["mode.unmasking_checkpoint", "missing"]),
+    (["transfer=fine_tuning"], ["transfer.checkpoint", "missing"]),
+    (["transfer=feature_extraction", "transfer.checkpoint=x.pt"], ["transfer", "nothing would train"]),
+    (["stages=single"], ["masking", "none is chosen"]),
     (["data=text"], ["data.path", "missing"]),
     (["data=text", "data.path=/no/such/file.txt"], ["data.path", "does not exist"]),
+    (["data.path=/tmp"], ["data.path", "data=text"]),
     (["resume=/no/such/ckpt.pt"], ["resume", "does not exist"]),
-    (["model.n_head=3"], ["model.n_head", "divisor"]),
+    (["system.device=cuda"] if not torch.cuda.is_available() else ["system.device=tpu"], ["system.device"]),
 ]
 
 
+def cache_entries(data_cache) -> set:
+    return {p.name for p in data_cache.iterdir()} if data_cache.exists() else set()
+
+
 @pytest.mark.parametrize("args,fragments", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, fragments):
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, data_cache, args, fragments):
     run_dir = tmp_path / "run"
-    result = run_cli(*args, *TINY_RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    cached = cache_entries(data_cache)
+    result = run_cli(*TINY_RUN, *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert_rejected(result, *fragments)
-    assert not run_dir.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # no run folder, no .hydra/, no outputs/
+    assert cache_entries(data_cache) == cached  # no new data cache entry
+
+
+def test_the_table_spans_every_family():
+    assert len(BAD_INPUTS) >= 60
+
+
+@pytest.mark.parametrize("key", ["hydra.run.dir", "data.cache_dir"])
+def test_a_folder_that_cannot_be_created_is_named(tmp_path, key):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run_cli(*TINY_RUN, f"{key}={blocker}/sub", cwd=tmp_path)
+    assert_rejected(result, key, "a_file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
 def test_corpus_shorter_than_a_block(tmp_path):
@@ -117,35 +234,52 @@ def test_a_run_writes_metrics_checkpoints_and_config(tmp_path, corpus_file):
     assert str(run_dir / "metrics.jsonl") in result.stdout
 
 
-def test_multirun_sweeps_masking(tmp_path, corpus_file):
-    result = run_cli(
-        "-m",
-        "masking=sticky,random",
-        *tiny_overrides(corpus_file),
-        "max_iters=2",
-        "eval_interval=2",
-        f"hydra.sweep.dir={tmp_path}",
-    )
-    assert result.returncode == 0, result.stderr
-    for job, masking in (("0", "sticky"), ("1", "random")):
-        assert (tmp_path / job / "checkpoints" / "ckpt_0000002.pt").is_file()
-        assert f"type: {masking}" in (tmp_path / job / ".hydra" / "config.yaml").read_text()
-
-
-def test_naming_a_masking_strategy_implies_the_single_stage():
-    from trainer.cli import with_implied_overrides
-
-    assert with_implied_overrides(["masking=random"]) == ["masking=random", "stages=single"]
-    assert with_implied_overrides(["-m", "masking=sticky,random"])[-1] == "stages=single"
-    assert with_implied_overrides(["masking=random", "stages=canonical14"]) == ["masking=random", "stages=canonical14"]
-    assert with_implied_overrides(["masking.p1_probability=0.2"]) == ["masking.p1_probability=0.2"]
-    assert with_implied_overrides(["max_iters=5"]) == ["max_iters=5"]
-
-
 def test_masking_on_the_command_line_means_what_it_says(tmp_path, corpus_file):
-    args = [a for a in tiny_overrides(corpus_file, "max_iters=1", "eval_interval=1") if a != "stages=single"]
+    args = [a for a in tiny_overrides(corpus_file, "max_iters=1", "eval_interval=1") if a != "masking=sticky"]
     result = run_cli("masking=span", *args, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     config = (tmp_path / ".hydra" / "config.yaml").read_text()
     assert "type: span" in config and "train: null" in config
-    assert "stages=single" in (tmp_path / ".hydra" / "overrides.yaml").read_text()
+    assert "stages" not in (tmp_path / ".hydra" / "overrides.yaml").read_text()  # chosen by the config, not argv
+
+
+# The design card's command, with every Hydra flag before and after it.
+CARD = ["mode=unmasking", "masking=sticky"]
+FLAG_ORDERS = [
+    (["--cfg", "job"], "type: sticky"),
+    (["--cfg", "hydra"], "app_name: python -m trainer"),
+    (["-c", "job"], "type: sticky"),
+    (["--info"], "Config search path"),
+    (["--help"], "masked-diffusion"),
+]
+
+
+@pytest.mark.parametrize("flags,shown", FLAG_ORDERS, ids=[" ".join(f) for f, _ in FLAG_ORDERS])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_hydra_flags_in_any_order(tmp_path, flags, shown, where):
+    args = [*flags, *CARD] if where == "first" else [*CARD, *flags]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert shown in result.stdout
+    if "job" in flags:
+        assert "train: null" in result.stdout  # masking=sticky chose the single stage
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_a_two_job_sweep_with_the_flag_first_or_last(tmp_path, corpus_file, where):
+    args = [*tiny_overrides(corpus_file, "max_iters=2", "eval_interval=2"), f"hydra.sweep.dir={tmp_path}"]
+    args = [a for a in args if a != "masking=sticky"] + ["masking=sticky,random"]
+    result = run_cli(*(["-m", *args] if where == "first" else [*args, "--multirun"]), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for job, masking in (("0", "sticky"), ("1", "random")):
+        config = (tmp_path / job / ".hydra" / "config.yaml").read_text()
+        assert f"type: {masking}" in config and "train: null" in config
+
+
+def test_a_sweep_checks_every_job_before_the_first_starts(tmp_path, corpus_file):
+    sweep = tmp_path / "sweep"
+    args = [a for a in tiny_overrides(corpus_file, "max_iters=2") if a != "masking=sticky"]
+    result = run_cli("-m", *args, "masking=sticky", "optim.lr=1e-3,2e-3,inf", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert_rejected(result, "optim.lr", "finite")
+    assert not sweep.exists() and list(tmp_path.iterdir()) == []

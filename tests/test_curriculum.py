@@ -11,12 +11,11 @@ from masking import RandomMasking, StickyMasking
 from models import GPT, GPTConfig
 from tests.conftest import compose_config, generated_text, tiny_overrides, train
 from trainer.batches import Stream, TokenWindows, generator_for
+from trainer.contract import check
 from trainer.curriculum import Curriculum, Stage
 from trainer.errors import ConfigError
-from trainer.modes import make_curriculum
-from trainer.objectives import UnmaskingObjective
+from trainer.objectives.unmasking import UnmaskingObjective
 from trainer.state import TrainState
-from trainer.validation import validate
 from trainer.vocab import Vocabulary
 
 
@@ -71,8 +70,8 @@ def test_training_batch_rows_carry_their_stage_masking():
 
 
 def canonical14():
-    cfg = compose_config(["stages=canonical14"])
-    return make_curriculum(cfg)
+    run = check(compose_config(["stages=canonical14"]))
+    return run.stages.build(run.masking)
 
 
 def test_canonical14_validation_set_covers_every_stage_equally():
@@ -133,14 +132,21 @@ def test_per_stage_losses_match_a_brute_force_recomputation():
 )
 def test_bad_stage_names_its_index_and_key(override, key):
     with pytest.raises(ConfigError) as err:
-        validate(compose_config(["stages=easy_to_hard", override]))
+        check(compose_config(["stages=easy_to_hard", override]))
     assert err.value.key == key
 
 
 @pytest.mark.parametrize("preset", ["single", "easy_to_hard", "canonical14"])
 def test_every_stages_preset_runs(tmp_path, corpus_file, preset):
     trainer, printed = train(
-        tmp_path, tiny_overrides(corpus_file, f"stages={preset}", "max_iters=4", "eval_interval=2")
+        tmp_path,
+        tiny_overrides(
+            corpus_file,
+            f"stages={preset}",
+            "masking=sticky" if preset == "single" else "batch_size=16",
+            "max_iters=4",
+            "eval_interval=2",
+        ),
     )
     final = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
     n = len(trainer.curriculum.validation)

@@ -37,6 +37,8 @@ def test_builtin_corpus_is_shakespeare_without_markup():
 def test_prepare_splits_and_caches(tmp_path):
     text = generated_text(10_000)
     corpus = prepare(text, tmp_path, val_fraction=0.1)
+    assert list(tmp_path.iterdir()) == []  # nothing is cached until the run is accepted
+    corpus.save()
     train, val = corpus.split("train"), corpus.split("val")
     assert (len(train), len(val)) == (9_000, 1_000)
     assert corpus.vocab.decode(np.concatenate([train, val])) == text

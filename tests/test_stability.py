@@ -185,7 +185,7 @@ def test_policy_escalates_within_the_window():
     assert policy.decide(30, ("loss",), [5, 9], 0) is Action.SKIP  # the old ones left the window
     assert policy.decide(30, ("val",), [], 0) is Action.ROLLBACK
     assert policy.decide(30, ("val",), [], 1) is Action.ABORT
-    assert RecoveryPolicy(mode="raise").decide(0, ("loss",), [], 0) is Action.ABORT
+    assert RecoveryPolicy(policy="raise").decide(0, ("loss",), [], 0) is Action.ABORT
 
 
 class SyncCounter:

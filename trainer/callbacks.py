@@ -6,9 +6,22 @@ steps in between run without a host sync.
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from models import estimate_mfu
+from trainer.errors import require_plain_name
+
+
+@dataclass
+class JsonlLoggerConfig:
+    filename: str = "metrics.jsonl"  # a file in the run folder
+
+    def __post_init__(self):
+        require_plain_name("logger.jsonl.filename", self.filename)
+
+    def build(self, run_dir: Path) -> "JsonlLogger":
+        return JsonlLogger(run_dir / self.filename)
 
 
 class Callback:

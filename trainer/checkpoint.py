@@ -6,15 +6,26 @@ A checkpoint holds only plain data (tensors, numbers, strings, lists, dicts), so
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from annotated_types import Ge
 
 from trainer.errors import CheckpointError
 from trainer.vocab import Vocabulary
 
 _STEP_FILE = re.compile(r"^ckpt_(\d+)\.pt$")
 BEST = "best.pt"
+
+
+@dataclass
+class CheckpointConfig:
+    keep_last: Annotated[int, Ge(1)] = 2  # step checkpoints kept besides best.pt
+
+    def build(self, run_dir: Path) -> "CheckpointDirectory":
+        return CheckpointDirectory(run_dir / "checkpoints", self.keep_last)
 
 
 class CheckpointDirectory:

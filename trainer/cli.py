@@ -1,26 +1,30 @@
-"""`python -m trainer`: compose the config with Hydra, build the Trainer, train.
+"""`python -m trainer`: compose the config with Hydra, check it, build the Trainer, train.
 
-Bad input ends with one line on stderr and exit code 2, before anything is written: Hydra's own
-composition errors (unknown option, misspelt key) are caught around Hydra, ours inside the job.
+Bad input ends with one line on stderr and exit code 2, before anything is written: before Hydra
+creates a run folder, `preflight` composes and checks the config of every job the command would
+run (each job of a sweep), so a bad value in job 3 stops the sweep before job 1 starts.
 """
 
 import os
 import re
 import sys
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 from stability import TrainingDiverged
-from trainer import config as config_schemas
 from trainer.build import build_trainer
 from trainer.config import register_schemas
+from trainer.contract import check, check_writable
 from trainer.errors import UserError
 
 EXIT_BAD_INPUT = 2
@@ -50,23 +54,42 @@ def train(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    sys.argv[1:] = with_implied_overrides(sys.argv[1:])
     register_schemas()
     # Let composition errors reach us instead of Hydra's multi-line report, so they become one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
+        preflight(sys.argv[1:])
         train()
+    except UserError as err:
+        fail(str(err))
     except (HydraException, OmegaConfBaseException) as err:
         fail(one_line(err))
 
 
-def with_implied_overrides(args: list[str]) -> list[str]:
-    """`masking=X` asks for that strategy: without a `stages=` choice it implies `stages=single`,
-    so the default curriculum never silently replaces the masking a user named."""
-    groups = {arg.split("=", 1)[0].lstrip("+~") for arg in args if "=" in arg and not arg.startswith("-")}
-    if "masking" in groups and "stages" not in groups:
-        return [*args, "stages=single"]
-    return args
+def preflight(argv: list[str]) -> None:
+    """Compose and check the config of every job `argv` asks for; raise on the first bad one.
+
+    Commands that only print (--help, --cfg, --info) are left to Hydra.
+    """
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return
+    jobs = sweep_jobs(args.overrides) if args.multirun else [args.overrides]
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="trainer"):
+        for overrides in jobs:
+            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            output = cfg.hydra.sweep.dir if args.multirun else cfg.hydra.run.dir
+            with open_dict(cfg):
+                del cfg["hydra"]
+            run = check(cfg)
+            check_writable(Path(output), "hydra.sweep.dir" if args.multirun else "hydra.run.dir")
+            check_writable(Path(run.data.cache_dir), "data.cache_dir")
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The overrides of each job of a basic sweep (`a=1,2 b=x,y` is four jobs), in launch order."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
 
 
 def fail(message: str) -> None:
@@ -75,26 +98,37 @@ def fail(message: str) -> None:
 
 
 def one_line(err: Exception) -> str:
-    """Hydra's and OmegaConf's multi-line messages, shortened to their first sentence with options."""
-    text = str(err)
-    options = getattr(err, "options", None)
-    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
-    if missing and options:
-        return f"{missing.group(1)}={missing.group(2)} is not an option; allowed: {', '.join(options)}"
-    unknown = re.search(r"Key '([^']+)' not in '(\w+)'", f"{text} {err.__cause__}")
-    if unknown and is_dataclass(schema := getattr(config_schemas, unknown.group(2), None)):
-        keys = ", ".join(f.name for f in fields(schema))
-        overridden = re.search(r"Could not override '([^']+)'", text)
-        key = overridden.group(1) if overridden else unknown.group(1)
-        return f"{key}: no such key; allowed: {keys}"
-    cause = err.__cause__
-    if cause is not None and isinstance(cause, OmegaConfBaseException):
-        text = f"{text.splitlines()[0]} {str(cause).splitlines()[0]}"
-    return " ".join(
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.startswith(("full_key", "object_type", "reference_type"))
-    )
+    """Hydra's and OmegaConf's multi-line messages, as one line that names the key."""
+    text = f"{err} {err.__cause__ or ''}"
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if missing := re.search(r"Could not find '([^']+)/([^']+)'", text):
+        options = getattr(err, "options", None) or []
+        return f"{missing.group(1)}: {missing.group(2)!r} is not an option; allowed: {', '.join(options)}"
+    if unknown := re.search(r"Key '([^']+)' not in '(\w+)'", text):
+        full_key = re.search(r"full_key: (\S+)", text)
+        key = full_key.group(1) if full_key else unknown.group(1)
+        return f"{key}: no such key in {unknown.group(2)}; allowed: {allowed_keys(err)}"
+    if override := getattr(err, "override", None):  # the override grammar could not read it
+        key = override.split("=", 1)[0]
+        quoted = f"'{key}=\"...\"'"
+        return f"{key}: cannot read {override!r} ({first}); allowed: a value, quoted if it holds '=': {quoted}"
+    if merging := re.search(r"Error merging override ([^=\s]+)=", text):  # e.g. not one of an Enum's values
+        cause = str(err.__cause__ or err).splitlines()[0]
+        return f"{merging.group(1)}: {cause}"
+    if deleted := re.search(r"Could not delete from config\. '?([\w./]+)", text):
+        return f"{deleted.group(1)}: cannot be deleted; allowed: another option, e.g. {deleted.group(1)}=NAME"
+    return " ".join(line.strip() for line in first.splitlines() if line.strip())
+
+
+def allowed_keys(err: Exception) -> str:
+    """The keys of the schema a failed override was aimed at, when OmegaConf says which it was."""
+    node = getattr(err, "parent_node", None) or getattr(err.__cause__, "parent_node", None)
+    if node is not None:
+        try:
+            return ", ".join(str(k) for k in node.keys())
+        except OmegaConfBaseException:
+            pass
+    return "see `python -m trainer --cfg job`"
 
 
 def _remove_if_empty(run_dir: Path) -> None:

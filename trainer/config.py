@@ -1,274 +1,146 @@
-"""Config schemas, registered with Hydra's ConfigStore: a misspelt key fails when Hydra composes
-the config. What a type cannot express (ranges, combinations) is checked in trainer/validation.py.
+"""The run config: one field per config group, each typed by the component that owns it.
+
+Every knob is declared once, in the component's own config dataclass (models.ModelConfig,
+masking.StickyMasking, stability.StabilityConfig, trainer.optim.OptimConfig, a mode's config in
+trainer/objectives/, ...), with its domain as an annotated_types constraint. Hydra composes the YAML
+into these schemas (a misspelt key fails there); trainer/contract.py then checks every value against
+its domain and the rules below, before anything is built or written.
 """
 
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, List, Optional
+from pathlib import Path
+from typing import Annotated, Any
 
+from annotated_types import Ge
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+import masking
+from models import Head, ModelConfig
+from stability import FaultTarget, StabilityConfig
+from trainer.callbacks import JsonlLoggerConfig
+from trainer.checkpoint import CheckpointConfig
+from trainer.console import ConsoleLoggerConfig
+from trainer.corpus import DataConfig
+from trainer.curriculum import StagesConfig
+from trainer.errors import ConfigError, require_plain_name
+from trainer.objectives import MODES, ModeConfig
+from trainer.optim import OptimConfig
+from trainer.system import SystemConfig
+from trainer.transfer import TransferConfig
 
-class ModeName(Enum):
-    language_model = "language_model"
-    unmasking = "unmasking"
-    token_classification = "token_classification"
-    sequence_scoring = "sequence_scoring"
-
-
-class Selection(Enum):
-    random = "random"
-    sticky = "sticky"
-
-
-class ReplacementSource(Enum):
-    random = "random"  # a uniformly drawn other character
-    model = "model"  # a sample of the frozen unmasking model at that position
-
-
-class Fill(Enum):
-    argmax = "argmax"
-    sample = "sample"
-
-
-class TransferKind(Enum):
-    none = "none"
-    fine_tuning = "fine_tuning"  # load the trunk, train everything
-    feature_extraction = "feature_extraction"  # load the trunk, freeze it, train the head
-    two_stage = "two_stage"  # frozen until unfreeze_at_iteration, then everything trains
-
-
-class Attention(Enum):
-    causal = "causal"
-    bidirectional = "bidirectional"
-
-
-class Positions(Enum):
-    rope = "rope"
-    learned = "learned"
-
-
-class Device(Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class DType(Enum):
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class Schedule(Enum):
-    cosine = "cosine"
-    constant = "constant"
-
-
-@dataclass
-class ModeConfig:
-    """The training objective. Fields below `attention` belong to one mode each; the rest stay as they are."""
-
-    name: ModeName = MISSING
-    attention: Attention = MISSING
-    # token_classification: a corruption rate ramps linearly from rate_min to rate_max
-    rate_min: float = 0.05
-    rate_max: float = 0.9
-    rate_warmup: int = 1000
-    selection: Selection = Selection.random  # sticky: clusters grown with sticky_p1 / sticky_p2
-    sticky_p1: float = 0.1
-    sticky_p2: float = 0.5
-    source: ReplacementSource = ReplacementSource.random
-    class_weights: bool = False  # inverse-frequency weights per batch
-    num_classes: int = 2
-    # sequence_scoring (and token_classification with source=model): the frozen unmasking model
-    unmasking_checkpoint: Optional[str] = None
-    fill: Fill = Fill.argmax
-
-
-@dataclass
-class CorruptionConfig:
-    """BERT-style corruption of the selected positions; the rest stay unchanged."""
-
-    mask_prob: float = 0.8
-    random_prob: float = 0.1
-
-
-@dataclass
-class MaskingConfig:
-    """One masking strategy. Only the fields of the chosen `type` are set; the others stay null."""
-
-    type: str = MISSING
-    target_masked_ratio: Optional[float] = None  # sticky
-    p1_probability: Optional[float] = None  # sticky
-    p2_probability: Optional[float] = None  # sticky
-    max_masked_ratio: Optional[float] = None  # random
-    spans_count: Optional[int] = None  # span
-    corruption: Optional[CorruptionConfig] = None
-
-
-@dataclass
-class StageConfig(MaskingConfig):
-    """A curriculum stage: a masking strategy plus its patience."""
-
-    val_loss_stale_count: int = 10  # evaluations without improvement before moving on
-
-
-class StageMix(Enum):
-    cumulative = "cumulative"  # at stage k, rows split evenly over stages 0..k
-    current = "current"  # stage k only
-    all = "all"  # every stage in every batch
-
-
-@dataclass
-class StagesConfig:
-    train: Optional[List[StageConfig]] = None  # null: one stage, the `masking` group's strategy
-    validation: Optional[List[StageConfig]] = None  # null: the training stages
-    mix: StageMix = StageMix.cumulative
-
-
-class CheckName(Enum):
-    logits = "logits"
-    loss = "loss"
-    grad_norm = "grad_norm"
-    params = "params"
-    val = "val"
-
-
-class FaultTarget(Enum):
-    logits = "logits"
-    loss = "loss"
-    grads = "grads"
-    params = "params"
-    val = "val"
-
-
-# `raise` is a Python keyword, hence the functional form.
-RecoveryMode = Enum("RecoveryMode", {"recover": "recover", "raise": "raise"})
-
-
-@dataclass
-class FaultConfig:
-    step: int = MISSING
-    target: FaultTarget = MISSING
-    kind: Any = "nan"  # nan | inf (Hydra reads a bare nan or inf as a float; both spellings work)
-    repeat: int = 1  # firings, from the first time training reaches `step`
-
-
-@dataclass
-class StabilityConfig:
-    checks: List[CheckName] = field(
-        default_factory=lambda: [CheckName.logits, CheckName.loss, CheckName.grad_norm, CheckName.val]
-    )
-    policy: RecoveryMode = RecoveryMode["recover"]
-    max_skips: int = 3  # bad steps within `window` steps before rolling back
-    window: int = 50
-    lr_backoff: float = 0.5  # the learning rate is multiplied by this at every rollback
-    max_rollbacks: int = 3
-    inject: List[FaultConfig] = field(default_factory=list)
-
-
-@dataclass
-class ModelConfig:
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = False
-    positions: Positions = Positions.rope
-    rope_base: float = 10000.0
-
-
-@dataclass
-class DataConfig:
-    name: str = MISSING
-    path: Optional[str] = None
-    cache_dir: str = MISSING
-    val_fraction: float = 0.1
-    paragraph_boundaries: bool = False
-    prefetch: int = 4
-
-
-@dataclass
-class OptimConfig:
-    name: str = "adamw"
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    warmup_iters: int = 100
-    lr_decay_iters: Optional[int] = None  # null: decay until max_iters
-    schedule: Schedule = Schedule.cosine
-
-
-@dataclass
-class SystemConfig:
-    device: Device = Device.auto
-    dtype: DType = DType.auto
-    compile: bool = False
-    peak_flops: float = 312e12  # for MFU; A100 bf16 dense peak
-    threads: Optional[int] = None  # torch intra-op threads on CPU; null: torch's default
-
-
-@dataclass
-class ConsoleLoggerConfig:
-    progress_bar: bool = True
-
-
-@dataclass
-class JsonlLoggerConfig:
-    filename: str = "metrics.jsonl"
+Positive = Annotated[int, Ge(1)]
 
 
 @dataclass
 class LoggerConfig:
-    console: Optional[ConsoleLoggerConfig] = None
-    jsonl: Optional[JsonlLoggerConfig] = None
+    """`logger: [console, jsonl]`: each chosen logger's options; an unchosen one stays null."""
 
-
-@dataclass
-class TransferConfig:
-    kind: TransferKind = TransferKind.none
-    checkpoint: Optional[str] = None  # a checkpoint of any mode: its trunk initialises this model
-    unfreeze_at_iteration: Optional[int] = None  # two_stage
-    unfreeze_lr_multiplier: float = 1.0  # the trunk's LR after unfreezing: scheduled LR x this
-
-
-@dataclass
-class CheckpointConfig:
-    keep_last: int = 2
+    console: ConsoleLoggerConfig | None = None
+    jsonl: JsonlLoggerConfig | None = None
 
 
 @dataclass
 class Config:
     mode: ModeConfig = MISSING
-    masking: MaskingConfig = MISSING
-    stages: StagesConfig = MISSING
-    model: ModelConfig = MISSING
-    data: DataConfig = MISSING
-    optim: OptimConfig = MISSING
-    system: SystemConfig = MISSING
-    stability: StabilityConfig = MISSING
-    transfer: TransferConfig = MISSING
+    # one strategy from conf/masking/, trained alone by stages=single; null when the stages carry their own
+    masking: Any = None
+    stages: StagesConfig | None = None  # null for the modes that do not follow a curriculum
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    run_name: str = MISSING
-    seed: int = 1337
-    max_iters: int = 1000
-    eval_interval: int = 250
-    eval_iters: int = 20
-    log_interval: int = 10
-    batch_size: int = 32
-    block_size: int = 128
-    gradient_accumulation_steps: int = 1
-    resume: str = "none"  # none | auto | <path to a checkpoint>
+    run_name: str = MISSING  # the run folder's name under outputs/
+    seed: Annotated[int, Ge(0)] = 1337
+    max_iters: Annotated[int, Ge(0)] = 600  # optimizer steps
+    eval_interval: Positive = 25
+    eval_iters: Positive = 5  # batches of the fixed validation set (and of fresh training batches)
+    log_interval: Positive = 25
+    batch_size: Positive = 32  # rows per micro-batch
+    block_size: Positive = 128  # tokens per row seen by the model
+    gradient_accumulation_steps: Positive = 1  # micro-batches per optimizer step
+    # none: start fresh (refused if the run folder holds checkpoints); auto: continue the run folder's
+    # latest checkpoint, or start fresh; a path: continue from that checkpoint file
+    resume: str = "none"
+
+    def __post_init__(self):
+        require_plain_name("run_name", self.run_name)
+        if self.resume not in ("none", "auto") and not Path(self.resume).expanduser().exists():
+            raise ConfigError("resume", f"{self.resume} does not exist", "none, auto, or the path of a checkpoint file")
+        self._check_curriculum()
+        self._check_schedule()
+        if self.transfer.freezes and self.mode.head == Head.lm:
+            raise ConfigError(
+                "transfer",
+                f"{self.transfer.kind.value} freezes the trunk, and a {self.mode.name} model's head is tied to "
+                "the trunk's embedding: nothing would train",
+                "none or fine_tuning for this mode",
+            )
+        self.mode.check(self)
+
+    @property
+    def window_length(self) -> int:
+        """Tokens per sampled window: block_size plus what the mode needs around it."""
+        return self.block_size + self.mode.window_offset
+
+    def _check_curriculum(self) -> None:
+        mode = self.mode.name
+        if not self.mode.staged:
+            for key in ("masking", "stages"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(key, f"{mode} does not use a masking curriculum", f"no {key}= choice for {mode}")
+            return
+        if self.stages is None:
+            raise ConfigError("stages", f"{mode} trains on a stage curriculum", "stages=single, easy_to_hard, ...")
+        if self.stages.train is None and self.masking is None:
+            raise ConfigError(
+                "masking",
+                "stages=single trains the masking group's strategy, and none is chosen",
+                "sticky, random, span",
+            )
+        if self.stages.train is not None and self.masking is not None:
+            raise ConfigError(
+                "masking",
+                "is not used while stages.train lists its own stages",
+                "stages=single to train this strategy alone, or no masking= choice",
+            )
+        active = len(self.stages.train or [None]) if self.stages.mix.value != "current" else 1
+        if self.batch_size < active:
+            raise ConfigError(
+                "batch_size",
+                f"{self.batch_size} rows cannot give each of the {active} stages mixed into a batch a row "
+                f"(stages.mix={self.stages.mix.value})",
+                f"an integer >= {active}, or stages.mix=current",
+            )
+
+    def _check_schedule(self) -> None:
+        """Steps named in the config must be reached, or they would silently do nothing."""
+        for index, fault in enumerate(self.stability.inject):
+            last = self.max_iters if fault.target == FaultTarget.val else self.max_iters - 1
+            if fault.step > last:
+                raise ConfigError(
+                    f"stability.inject[{index}].step",
+                    f"{fault.step} is never reached in a run of max_iters={self.max_iters}",
+                    f"an integer in [0, {last}]",
+                )
+        unfreeze = self.transfer.unfreeze_at_iteration
+        if unfreeze is not None and unfreeze >= self.max_iters:
+            raise ConfigError(
+                "transfer.unfreeze_at_iteration",
+                f"{unfreeze} is never reached in a run of max_iters={self.max_iters}",
+                f"an integer in [1, {self.max_iters - 1}]",
+            )
 
 
 def register_schemas() -> None:
-    ConfigStore.instance().store(name="config_schema", node=Config)
-
-
-STAGED_MODES = (ModeName.unmasking, ModeName.sequence_scoring)  # their data follows the stages
+    """The root schema, and one schema per option of the groups whose options differ in their keys."""
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=Config)
+    for name, mode in MODES.items():
+        store.store(group="mode", name=f"{name}_schema", node=mode)
+    for name, strategy in masking.STRATEGIES.items():
+        store.store(group="masking", name=f"{name}_schema", node=strategy)

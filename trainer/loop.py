@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from stability import Action, FaultInjector, StabilityMonitor
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
@@ -15,7 +14,6 @@ from trainer.checkpoint import CheckpointDirectory
 from trainer.curriculum import Advance, Curriculum
 from trainer.objectives import Batch, Objective
 from trainer.recovery import Recovery
-from trainer.schedule import learning_rate
 from trainer.state import TrainState, capture_rng, restore_rng
 from trainer.transfer import Transfer
 from trainer.vocab import Vocabulary
@@ -40,7 +38,8 @@ class Trainer:
     def __init__(
         self,
         *,
-        cfg: DictConfig,
+        cfg,
+        config_record: dict,
         model: torch.nn.Module,
         raw_model: torch.nn.Module,
         objective: Objective,
@@ -59,6 +58,7 @@ class Trainer:
         transfer: Transfer,
         curriculum: Curriculum | None = None,
     ):
+        self.config_record = config_record  # the resolved config as plain data, saved in checkpoints
         self.cfg, self.model, self.raw_model, self.objective, self.data = cfg, model, raw_model, objective, data
         self.optimizer, self.scaler, self.autocast, self.device = optimizer, scaler, autocast, device
         self.checkpoints, self.callbacks, self.vocab, self.run_dir = checkpoints, callbacks, vocab, run_dir
@@ -66,7 +66,6 @@ class Trainer:
         self.transfer = transfer
         self.state = TrainState()
         self.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
-        self.decay_iters = cfg.optim.lr_decay_iters or cfg.max_iters
         self.last_checkpoint: Path | None = None
         self.snapshot: dict | None = None  # the last good state while no checkpoint exists yet
         self._evaluated_at: int | None = None
@@ -128,16 +127,7 @@ class Trainer:
 
     @property
     def lr(self) -> float:
-        optim = self.cfg.optim
-        scheduled = learning_rate(
-            self.state.step,
-            lr=optim.lr,
-            min_lr=optim.min_lr,
-            warmup_iters=optim.warmup_iters,
-            decay_iters=self.decay_iters,
-            schedule=optim.schedule.value,
-        )
-        return scheduled * self.state.lr_scale
+        return self.cfg.optim.learning_rate(self.state.step, self.cfg.max_iters) * self.state.lr_scale
 
     def set_learning_rate(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -214,7 +204,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "state": self.state.state_dict(),
             "rng": capture_rng(),
-            "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
+            "config": self.config_record,
             "vocab": self.vocab.to_dict(),
             "faults": self.faults.state_dict(),
         }

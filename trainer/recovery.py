@@ -65,7 +65,7 @@ class Recovery:
 
     def abort_reason(self, trainer, checks: str) -> str:
         step = trainer.state.step
-        if self.policy.mode == "raise":
+        if self.policy.policy == "raise":
             return f"{checks} not finite at step {step} (stability.policy=raise)"
         return (
             f"{checks} not finite at step {step} after {trainer.state.rollbacks} rollbacks "

@@ -5,33 +5,72 @@ head; unfreezing adds the trunk as groups of their own (with `lr_multiplier`), s
 its Adam state and the trunk's learning rate stays scaled for the rest of the run.
 """
 
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, Gt
 
 from models import GPT
 from trainer.checkpoint import architecture_mismatch, check_vocabulary, load_checkpoint
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, ConfigError
 from trainer.vocab import Vocabulary
 
 CLS_INIT_STD = 0.001  # the [CLS] row starts near zero: the trunk has never seen it as input
 
 
-class Transfer:
-    def __init__(
-        self,
-        kind: str,
-        unfreeze_at: int | None,
-        lr_multiplier: float,
-        weight_decay: float,
-        make_optimizer: Callable[[list[dict]], torch.optim.Optimizer],
-    ):
-        self.kind, self.unfreeze_at, self.lr_multiplier = kind, unfreeze_at, lr_multiplier
-        self.weight_decay, self.make_optimizer = weight_decay, make_optimizer
+class TransferKind(str, Enum):
+    none = "none"
+    fine_tuning = "fine_tuning"  # load the trunk, train everything
+    feature_extraction = "feature_extraction"  # load the trunk, freeze it, train the head
+    two_stage = "two_stage"  # frozen until unfreeze_at_iteration, then everything trains
+
+
+@dataclass
+class TransferConfig:
+    """The `transfer` config group (SPEC 10)."""
+
+    kind: TransferKind = TransferKind.none
+    checkpoint: str | None = None  # a checkpoint of any mode: its trunk initialises this model
+    unfreeze_at_iteration: Annotated[int, Ge(1)] | None = None  # two_stage only
+    unfreeze_lr_multiplier: Annotated[float, Gt(0)] = 1.0  # the trunk's LR after unfreezing: scheduled LR x this
+
+    def __post_init__(self):
+        loads = self.kind != TransferKind.none
+        if loads and not self.checkpoint:
+            raise ConfigError(
+                "transfer.checkpoint", f"missing for transfer={self.kind.value}", "the path of a checkpoint of any mode"
+            )
+        if not loads and self.checkpoint:
+            raise ConfigError(
+                "transfer.checkpoint",
+                "is not read with transfer=none",
+                "transfer=fine_tuning, feature_extraction or two_stage to load it",
+            )
+        two_stage = self.kind == TransferKind.two_stage
+        if two_stage and self.unfreeze_at_iteration is None:
+            raise ConfigError("transfer.unfreeze_at_iteration", "missing for transfer=two_stage", "an integer >= 1")
+        if not two_stage and self.unfreeze_at_iteration is not None:
+            raise ConfigError(
+                "transfer.unfreeze_at_iteration", "only transfer=two_stage unfreezes", "null, or transfer=two_stage"
+            )
 
     @property
     def freezes(self) -> bool:
-        return self.kind in ("feature_extraction", "two_stage")
+        return self.kind in (TransferKind.feature_extraction, TransferKind.two_stage)
+
+
+class Transfer:
+    def __init__(
+        self,
+        config: TransferConfig,
+        weight_decay: float,
+        make_optimizer: Callable[[list[dict]], torch.optim.Optimizer],
+    ):
+        self.config, self.weight_decay, self.make_optimizer = config, weight_decay, make_optimizer
+        self.freezes, self.lr_multiplier = config.freezes, config.unfreeze_lr_multiplier
 
     def load_trunk(self, model: GPT, path: str, vocab: Vocabulary) -> None:
         """Copy the trunk (`transformer.*`) of the checkpoint at `path`; the head keeps its fresh init."""
@@ -76,7 +115,8 @@ class Transfer:
 
     def maybe_unfreeze(self, trainer) -> None:
         state = trainer.state
-        if self.kind != "two_stage" or state.unfrozen or state.step < self.unfreeze_at:
+        unfreeze_at = self.config.unfreeze_at_iteration
+        if unfreeze_at is None or state.unfrozen or state.step < unfreeze_at:
             return
         model = trainer.raw_model
         model.transformer.requires_grad_(True)

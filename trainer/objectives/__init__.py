@@ -1,18 +1,16 @@
-"""Training objectives, one per mode: batches, loss and evaluation metrics."""
+"""Training modes, one module each: the mode's config (knobs and facts) and its objective.
 
-from trainer.objectives.base import Batch, Objective
-from trainer.objectives.filler import Filler
-from trainer.objectives.language_model import LanguageModelObjective
-from trainer.objectives.sequence_scoring import SequenceScoringObjective
-from trainer.objectives.token_classification import TokenClassificationObjective
-from trainer.objectives.unmasking import UnmaskingObjective
+Every module of this package is imported here, so a mode registers itself in `MODES` by being a
+file in this folder; `conf/mode/<name>.yaml` makes it selectable.
+"""
 
-__all__ = [
-    "Batch",
-    "Filler",
-    "LanguageModelObjective",
-    "Objective",
-    "SequenceScoringObjective",
-    "TokenClassificationObjective",
-    "UnmaskingObjective",
-]
+import importlib
+import pkgutil
+
+from trainer.objectives.base import MODES, Batch, ModeConfig, Objective
+from trainer.objectives.filler import Fill, Filler
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["MODES", "Batch", "Fill", "Filler", "ModeConfig", "Objective"]

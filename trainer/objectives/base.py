@@ -2,10 +2,13 @@
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
+from typing import ClassVar
 
 import torch
 
+from models import Attention, Head
 from trainer.batches import TokenWindows
+from trainer.errors import ConfigError
 
 
 def host_values(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -57,10 +60,7 @@ class Batch:
 
 
 class Objective(ABC):
-    """A training mode. Subclasses know how to build batches and score a model on them."""
-
-    #: the extra window length a batch needs (1 for next-token prediction)
-    window_extra = 0
+    """A training mode's work: subclasses know how to build batches and score a model on them."""
 
     @abstractmethod
     def make_batch(
@@ -89,3 +89,46 @@ class Objective(ABC):
     @abstractmethod
     def evaluate(self, model: torch.nn.Module, batches: list[Batch]) -> dict[str, float]:
         """Validation metrics over `batches`, keyed without the `val/` prefix ("loss", ...)."""
+
+
+MODES: dict[str, type["ModeConfig"]] = {}
+
+
+@dataclass
+class ModeConfig:
+    """The `mode` config group. A mode is one module under trainer/objectives/ holding a subclass of
+    this class and its Objective, plus one file conf/mode/<name>.yaml: the subclass's fields are the
+    mode's knobs (with their domains), its class attributes the facts every other part reads.
+    """
+
+    name: str = ""  # set by each subclass: the option name in conf/mode/
+
+    head: ClassVar[Head]
+    attention: ClassVar[Attention]
+    window_offset: ClassVar[int] = 0  # tokens a sampled window holds beyond block_size
+    staged: ClassVar[bool] = False  # its data follows the stage curriculum (`stages`, `masking`)
+    stage_metrics: ClassVar[dict[str, str]] = {}  # per-stage val metric -> column title of the console table
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        MODES[cls.__dict__["name"]] = cls  # the class attribute that becomes the field's default
+
+    def __post_init__(self):
+        expected = type(self).__dataclass_fields__["name"].default
+        if self.name != expected:
+            raise ConfigError("mode.name", f"{self.name!r} names another mode", f"{expected}, or mode=NAME to switch")
+
+    @property
+    def num_classes(self) -> int:
+        return 2
+
+    def uses_unmasking_model(self) -> bool:
+        """Whether a frozen unmasking model fills positions (read from `unmasking_checkpoint`)."""
+        return False
+
+    def check(self, run) -> None:
+        """Rules between this mode's knobs and the rest of the run config; raise ConfigError."""
+
+    def build_objective(self, vocab, curriculum, filler) -> Objective:
+        """The objective that trains this mode."""
+        raise NotImplementedError

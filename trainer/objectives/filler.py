@@ -1,15 +1,44 @@
 """A frozen unmasking model that fills selected positions with its own predictions."""
 
 from contextlib import AbstractContextManager
+from enum import Enum
 
 import torch
 
+from models import GPT, GPTConfig
+from trainer.checkpoint import check_vocabulary, load_checkpoint
+from trainer.errors import CheckpointError
 from trainer.vocab import Vocabulary
+
+KEY = "mode.unmasking_checkpoint"
+
+
+class Fill(str, Enum):
+    argmax = "argmax"  # the most likely character
+    sample = "sample"  # a draw from the model's distribution over characters
 
 
 class Filler:
-    def __init__(self, model: torch.nn.Module, vocab: Vocabulary, mode: str, autocast: AbstractContextManager):
-        self.model, self.vocab, self.mode, self.autocast = model.eval().requires_grad_(False), vocab, mode, autocast
+    def __init__(self, model: torch.nn.Module, vocab: Vocabulary, fill: Fill, autocast: AbstractContextManager):
+        self.model, self.vocab, self.fill, self.autocast = model.eval().requires_grad_(False), vocab, fill, autocast
+
+    @classmethod
+    def load(cls, path: str, vocab: Vocabulary, window: int, fill: Fill, device, autocast) -> "Filler":
+        """The unmasking model of the checkpoint at `path`; CheckpointError when it cannot fill these windows."""
+        payload = load_checkpoint(path, key=KEY)
+        mode = payload["config"]["mode"]["name"]
+        if mode != "unmasking":
+            raise CheckpointError(KEY, f"it is a checkpoint of a {mode} run", "a checkpoint of an unmasking run")
+        check_vocabulary(payload, vocab, KEY, "an unmasking checkpoint trained on the same data")
+        if payload["architecture"]["block_size"] < window:
+            raise CheckpointError(
+                KEY,
+                f"its block_size {payload['architecture']['block_size']} is shorter than the windows of {window}",
+                "an unmasking model with a block_size this long",
+            )
+        model = GPT(GPTConfig(**payload["architecture"]))
+        model.load_state_dict(payload["model"])
+        return cls(model.to(device), vocab, fill, autocast)
 
     @torch.no_grad()
     def __call__(
@@ -21,7 +50,7 @@ class Filler:
             logits = self.model(corrupted, predict_at=predict_at)
         # only real characters: the mask and the other special ids are never a completion
         logits = logits[:, : self.vocab.base_size].float()
-        if self.mode == "argmax":
+        if self.fill == Fill.argmax:
             predicted = logits.argmax(-1)
         else:
             generator = torch.Generator(device=logits.device).manual_seed(seed)

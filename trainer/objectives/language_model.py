@@ -1,17 +1,29 @@
 """Next-token prediction (nanoGPT): causal attention, cross-entropy over every position."""
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from models import Attention, Head
 from trainer.batches import TokenWindows
-from trainer.objectives.base import Batch, Objective
+from trainer.objectives.base import Batch, ModeConfig, Objective
+
+
+@dataclass
+class LanguageModelMode(ModeConfig):
+    name: str = "language_model"
+
+    head = Head.lm
+    attention = Attention.causal
+    window_offset = 1  # inputs tokens[:-1], targets tokens[1:]
+
+    def build_objective(self, vocab, curriculum, filler) -> Objective:
+        return LanguageModelObjective()
 
 
 class LanguageModelObjective(Objective):
-    window_extra = 1
-
     def make_batch(
         self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0, step: int = 0
     ) -> Batch:

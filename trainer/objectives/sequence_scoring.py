@@ -5,20 +5,50 @@ the device, batched, without gradients); the input is [CLS] + the filled window,
 fraction of regenerated positions, the prediction a sigmoid score trained with MSE.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.curriculum import Curriculum
-from trainer.objectives.base import Batch, Objective, draw_seed, host_values
-from trainer.objectives.filler import Filler
+from trainer.errors import ConfigError
+from trainer.objectives.base import Batch, ModeConfig, Objective, draw_seed, host_values
+from trainer.objectives.filler import Fill, Filler
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.vocab import Vocabulary
 
 
-class SequenceScoringObjective(Objective):
-    window_extra = -1  # the window leaves room for [CLS]
+@dataclass
+class SequenceScoringMode(ModeConfig):
+    name: str = "sequence_scoring"
+    unmasking_checkpoint: str | None = None  # required: the checkpoint of an unmasking run
+    fill: Fill = Fill.argmax
 
+    head = Head.sequence_scorer
+    attention = Attention.bidirectional
+    window_offset = -1  # the window leaves room for [CLS]
+    staged = True
+    stage_metrics = {"loss": "mse", "mae": "mae", "target_mean": "regenerated"}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.unmasking_checkpoint:
+            raise ConfigError(
+                "mode.unmasking_checkpoint",
+                "missing: sequence_scoring fills positions with a frozen unmasking model",
+                "the path of a checkpoint of an unmasking run",
+            )
+
+    def uses_unmasking_model(self) -> bool:
+        return True
+
+    def build_objective(self, vocab, curriculum, filler) -> Objective:
+        return SequenceScoringObjective(curriculum, vocab, filler)
+
+
+class SequenceScoringObjective(Objective):
     def __init__(self, curriculum: Curriculum, vocab: Vocabulary, filler: Filler):
         self.curriculum, self.vocab, self.filler = curriculum, vocab, filler
 
@@ -59,8 +89,11 @@ class SequenceScoringObjective(Objective):
 
     @torch.no_grad()
     def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
+        """MSE, MAE, the mean-predictor baseline and Pearson's r overall; MSE, MAE and the mean
+        target for every validation stage."""
         scores = torch.cat([model(b.inputs).float() for b in batches])
         targets = torch.cat([b.targets for b in batches])
+        stages = torch.cat([b.row_stage for b in batches])
         errors = scores - targets
         centred_scores, centred_targets = scores - scores.mean(), targets - targets.mean()
         pearson = (centred_scores * centred_targets).sum() / (centred_scores.norm() * centred_targets.norm()).clamp(
@@ -72,4 +105,9 @@ class SequenceScoringObjective(Objective):
             "baseline_mse": centred_targets.pow(2).mean(),  # always predicting the mean target
             "pearson": pearson,
         }
+        for stage in range(len(self.curriculum.validation)):
+            rows = stages == stage
+            metrics[f"stage_{stage}_loss"] = errors[rows].pow(2).mean()
+            metrics[f"stage_{stage}_mae"] = errors[rows].abs().mean()
+            metrics[f"stage_{stage}_target_mean"] = targets[rows].mean()
         return host_values(metrics)

@@ -5,14 +5,77 @@ positions get another character drawn uniformly (source=random) or a sample of a
 unmasking model (source=model; filled on the device, label 1 only where the sample differs).
 """
 
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Interval
 
 from masking import StickyMasking
+from masking.corruption import Probability
+from models import Attention, Head
 from trainer.batches import TokenWindows
-from trainer.objectives.base import Batch, Objective, draw_seed, host_values
-from trainer.objectives.filler import Filler
+from trainer.errors import ConfigError
+from trainer.objectives.base import Batch, ModeConfig, Objective, draw_seed, host_values
+from trainer.objectives.filler import Fill, Filler
 from trainer.vocab import Vocabulary
+
+Rate = Annotated[float, Interval(gt=0, le=1)]
+
+
+class Selection(str, Enum):
+    random = "random"  # every position independently, with the current rate
+    sticky = "sticky"  # clusters grown with sticky_p1 / sticky_p2, exactly ceil(rate * T) per row
+
+
+class ReplacementSource(str, Enum):
+    random = "random"  # a uniformly drawn other character
+    model = "model"  # a sample of the frozen unmasking model at that position
+
+
+@dataclass
+class TokenClassificationMode(ModeConfig):
+    name: str = "token_classification"
+    rate_min: Rate = 0.05  # the corruption rate ramps linearly from rate_min ...
+    rate_max: Rate = 0.9  # ... to rate_max over rate_warmup iterations, then stays
+    rate_warmup: Annotated[int, Ge(0)] = 1000
+    selection: Selection = Selection.random
+    sticky_p1: Annotated[float, Interval(gt=0, le=1)] = 0.1
+    sticky_p2: Probability = 0.5
+    source: ReplacementSource = ReplacementSource.random
+    class_weights: bool = False  # inverse-frequency class weights per batch
+    unmasking_checkpoint: str | None = None  # source=model: the frozen unmasking model
+    fill: Fill = Fill.sample  # source=model: how it picks a replacement
+
+    head = Head.token_classifier
+    attention = Attention.bidirectional
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rate_max < self.rate_min:
+            raise ConfigError(
+                "mode.rate_max",
+                f"{self.rate_max} is below mode.rate_min={self.rate_min}",
+                "a number in [mode.rate_min, 1]",
+            )
+        if self.source == ReplacementSource.model and not self.unmasking_checkpoint:
+            raise ConfigError(
+                "mode.unmasking_checkpoint",
+                "missing: source=model fills positions with a frozen unmasking model",
+                "the path of a checkpoint of an unmasking run",
+            )
+        if self.source == ReplacementSource.random and self.unmasking_checkpoint:
+            raise ConfigError(
+                "mode.unmasking_checkpoint", "is not read with source=random", "null, or mode.source=model"
+            )
+
+    def uses_unmasking_model(self) -> bool:
+        return self.source == ReplacementSource.model
+
+    def build_objective(self, vocab, curriculum, filler) -> Objective:
+        return TokenClassificationObjective(self, vocab, filler)
 
 
 class TokenClassificationObjective(Objective):
@@ -57,7 +120,7 @@ class TokenClassificationObjective(Objective):
         ]
 
     def select(self, tokens: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
-        if self.mode.selection.value == "sticky":
+        if self.mode.selection == Selection.sticky:
             return StickyMasking(rate, self.mode.sticky_p1, self.mode.sticky_p2).select(tokens, generator)
         return torch.rand(tokens.shape, generator=generator) < rate
 

@@ -7,17 +7,38 @@ stage exactly.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.curriculum import Curriculum
-from trainer.objectives.base import Batch, Objective, host_values
+from trainer.objectives.base import Batch, ModeConfig, Objective, host_values
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.vocab import Vocabulary
 
 SNR_CLAMP = 100.0
+
+
+@dataclass
+class UnmaskingMode(ModeConfig):
+    name: str = "unmasking"
+
+    head = Head.lm
+    attention = Attention.bidirectional
+    staged = True
+    stage_metrics = {
+        "loss": "loss",
+        "accuracy": "top-1",
+        "p_correct": "p(correct)",
+        "snr_median": "snr median",
+        "mask_ratio_mean": "mask ratio",
+    }
+
+    def build_objective(self, vocab, curriculum, filler) -> Objective:
+        return UnmaskingObjective(curriculum, vocab)
 
 
 class UnmaskingObjective(Objective):
