@@ -42,7 +42,7 @@ def ms_per_step(stability: str, steps: int) -> float:
         "eval_iters=1",
         "log_interval=50",
         "logger=[]",
-        "stages=single",
+        "masking=sticky",  # one strategy, trained alone
     ]
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose(config_name="config", overrides=overrides)

@@ -89,7 +89,7 @@ BAD_INPUTS = [
     (["stages.train.0.type=zigzag"], ["stages.train[0].type", "sticky"]),
     (["stages.train.1.p1_probability=0"], ["stages.train[1].p1_probability"]),
     (["stages.train.0.val_loss_stale_count=0"], ["stages.train[0].val_loss_stale_count"]),
-    (["stages.train.2.corruption.mask_prob=2"], ["stages.train[2].corruption.mask_prob"]),
+    (["stages.train.2.p2_probability=2"], ["stages.train[2].p2_probability", "less than or equal to 1"]),
     (["stages=canonical14", "stages.mix=all", "batch_size=3"], ["batch_size", "14 stages"]),
     (["masking=zigzag"], ["masking", "'zigzag'", "sticky"]),
     (["stages=nope"], ["stages", "easy_to_hard"]),
@@ -218,8 +218,7 @@ def test_fresh_run_into_a_used_directory(corpus_file, finished_run):
 def test_a_run_writes_metrics_checkpoints_and_config(tmp_path, corpus_file):
     run_dir = tmp_path / "run"
     result = run_cli(
-        *tiny_overrides(corpus_file),
-        "mode=language_model",
+        *tiny_overrides(corpus_file, "mode=language_model"),
         "max_iters=6",
         "eval_interval=3",
         f"hydra.run.dir={run_dir}",
@@ -247,9 +246,9 @@ def test_masking_on_the_command_line_means_what_it_says(tmp_path, corpus_file):
 CARD = ["mode=unmasking", "masking=sticky"]
 FLAG_ORDERS = [
     (["--cfg", "job"], "type: sticky"),
-    (["--cfg", "hydra"], "app_name: python -m trainer"),
+    (["--cfg", "hydra"], "hydra/launcher: basic"),
     (["-c", "job"], "type: sticky"),
-    (["--info"], "Config search path"),
+    (["--info", "all"], "Config search path"),
     (["--help"], "masked-diffusion"),
 ]
 
