@@ -21,7 +21,7 @@ def test_mode_with_stages_preset(tmp_path, corpus_file, unmasking_checkpoint, mo
     extra = [f"mode={mode}", f"stages={stages}", LOGGERS[console], "batch_size=16", "max_iters=2", "eval_interval=1"]
     if stages == "single":
         extra.append("masking=random")
-    if MODES[mode]().uses_unmasking_model() if mode != "sequence_scoring" else True:
+    if mode == "sequence_scoring":  # it fills positions with a frozen unmasking model
         extra.append(f"mode.unmasking_checkpoint={unmasking_checkpoint}")
     overrides = tiny_overrides(corpus_file, *extra)
     if not MODES[mode].staged:

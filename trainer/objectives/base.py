@@ -120,14 +120,12 @@ class ModeConfig:
 
     @property
     def num_classes(self) -> int:
+        """Logits per position of a token-classifier head: original (0) or replaced (1)."""
         return 2
 
     def uses_unmasking_model(self) -> bool:
         """Whether a frozen unmasking model fills positions (read from `unmasking_checkpoint`)."""
         return False
-
-    def check(self, run) -> None:
-        """Rules between this mode's knobs and the rest of the run config; raise ConfigError."""
 
     def build_objective(self, vocab, curriculum, filler) -> Objective:
         """The objective that trains this mode."""
