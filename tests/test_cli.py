@@ -131,6 +131,10 @@ BAD_INPUTS = [
         ["mode=token_classification", "transfer=two_stage", "transfer.checkpoint=x.pt"],
         ["transfer.unfreeze_at_iteration", "never reached"],
     ),
+    (["masking.target_masked_ratio=0.3"], ["masking.target_masked_ratio", "no masking is chosen"]),
+    (["mode=language_model", "stages.mix=all"], ["stages.mix", "no stages is chosen"]),
+    (["stages.train.0.corruption.mask_prob=0.5"], ["stages.train.0.corruption.mask_prob", "+stages.train"]),
+    (["+stages.train.0.corruption.mask_prob=2"], ["stages.train[0].corruption.mask_prob"]),
     # what Hydra itself reports
     (["~mode"], ["mode", "missing"]),
     (["stability.inject=[{target: loss}]"], ["stability.inject[0].step", "missing"]),

@@ -25,7 +25,7 @@ from stability import TrainingDiverged
 from trainer.build import build_trainer
 from trainer.config import register_schemas
 from trainer.contract import check, check_writable
-from trainer.errors import UserError
+from trainer.errors import ConfigError, UserError
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -77,13 +77,41 @@ def preflight(argv: list[str]) -> None:
     jobs = sweep_jobs(args.overrides) if args.multirun else [args.overrides]
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="trainer"):
         for overrides in jobs:
-            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            cfg = compose_job(overrides)
             output = cfg.hydra.sweep.dir if args.multirun else cfg.hydra.run.dir
             with open_dict(cfg):
                 del cfg["hydra"]
             run = check(cfg)
             check_writable(Path(output), "hydra.sweep.dir" if args.multirun else "hydra.run.dir")
             check_writable(Path(run.data.cache_dir), "data.cache_dir")
+
+
+def compose_job(overrides: list[str]) -> DictConfig:
+    try:
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, AssertionError) as err:
+        # OmegaConf asserts when a key is set under a group that is null in this run
+        raise (unset_group_error(overrides) or err) from None
+
+
+def unset_group_error(overrides: list[str]) -> UserError | None:
+    """The error for an override of a key in a group that this run leaves unset (null), such as
+    `masking.target_masked_ratio=0.3` while the stages carry their own masking."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    choices = [o for o, key in zip(overrides, keys) if "." not in key]
+    try:
+        cfg = compose(config_name="config", overrides=choices)
+    except (HydraException, OmegaConfBaseException):
+        return None
+    for key in keys:
+        group = key.split(".", 1)[0]
+        if "." in key and group in cfg and cfg[group] is None:
+            return ConfigError(
+                key,
+                f"sets a key of {group}, and no {group} is chosen in this run",
+                f"{group}=<option> first (conf/{group}/)",
+            )
+    return None
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
@@ -115,6 +143,9 @@ def one_line(err: Exception) -> str:
     if merging := re.search(r"Error merging override ([^=\s]+)=", text):  # e.g. not one of an Enum's values
         cause = str(err.__cause__ or err).splitlines()[0]
         return f"{merging.group(1)}: {cause}"
+    if absent := re.search(r"Could not override '([^']+)'", text):  # e.g. a default a stage entry leaves out
+        key = absent.group(1)
+        return f"{key}: not in the composed config (see --cfg job); allowed: +{key}=VALUE to add it"
     if deleted := re.search(r"Could not delete from config\. '?([\w./]+)", text):
         return f"{deleted.group(1)}: cannot be deleted; allowed: another option, e.g. {deleted.group(1)}=NAME"
     return " ".join(line.strip() for line in first.splitlines() if line.strip())
