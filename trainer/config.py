@@ -136,10 +136,11 @@ class Config:
 
 
 def register_schemas() -> None:
-    """The root schema, and one schema per option of the groups whose options differ in their keys."""
+    """The root schema, and one schema per option of the groups whose options differ in their keys
+    (under schema/, which the options' defaults lists name, so they are not options themselves)."""
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     for name, mode in MODES.items():
-        store.store(group="mode", name=f"{name}_schema", node=mode)
+        store.store(group="schema/mode", name=name, node=mode)
     for name, strategy in masking.STRATEGIES.items():
-        store.store(group="masking", name=f"{name}_schema", node=strategy)
+        store.store(group="schema/masking", name=name, node=strategy)
