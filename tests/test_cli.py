@@ -128,7 +128,7 @@ BAD_INPUTS = [
     (["masking=sticky", "stages=canonical14"], ["masking", "stages=single"]),
     (["mode=token_classification", "mode.unmasking_checkpoint=x.pt"], ["mode.unmasking_checkpoint", "source"]),
     (
-        ["mode=token_classification", "transfer=two_stage", "transfer.checkpoint=x.pt"],
+        ["mode=token_classification", "transfer=two_stage", f"transfer.checkpoint={__file__}"],
         ["transfer.unfreeze_at_iteration", "never reached"],
     ),
     (["masking.target_masked_ratio=0.3"], ["masking.target_masked_ratio", "no masking is chosen"]),
@@ -145,7 +145,25 @@ BAD_INPUTS = [
     (["mode=token_classification", "mode.rate_max=0.01"], ["mode.rate_max", "mode.rate_min"]),
     (["mode=token_classification", "mode.source=model"], ["mode.unmasking_checkpoint", "missing"]),
     (["transfer=fine_tuning"], ["transfer.checkpoint", "missing"]),
-    (["transfer=feature_extraction", "transfer.checkpoint=x.pt"], ["transfer", "nothing would train"]),
+    (["transfer=feature_extraction", f"transfer.checkpoint={__file__}"], ["transfer", "nothing would train"]),
+    (["transfer=fine_tuning", "transfer.checkpoint=/no/such.pt"], ["transfer.checkpoint", "does not exist"]),
+    (["transfer=fine_tuning", "transfer.checkpoint=/"], ["transfer.checkpoint", "holds no checkpoint"]),
+    (["mode=sequence_scoring", "mode.unmasking_checkpoint=/no/such.pt"], ["mode.unmasking_checkpoint", "not exist"]),
+    (["mode=token_classification", "mode.fill=argmax"], ["mode.fill", "source=random"]),
+    (["resume=/"], ["resume", "holds no checkpoint"]),
+    (["batch_size=9999999999999999999999"], ["batch_size", "less than or equal to"]),
+    (["masking=sticky,random"], ["masking", "--multirun"]),
+    (["-m", "masking=sticky", "seed=range(3,0)"], ["--multirun", "no job"]),
+    (["--cfg", "jobs"], ["--cfg", "invalid choice"]),
+    (["-m", "--cfg", "job"], ["--multirun and --cfg"]),
+    (["batch_size=abc"], ["batch_size", "an integer"]),
+    (["system.compile=maybe"], ["system.compile", "true or false"]),
+    (["optim.betas=0.9"], ["optim.betas", "a list"]),
+    (["resume=null"], ["resume", "cannot be null"]),
+    (["+model.n_layer=3"], ["model.n_layer", "already in the config"]),
+    (["~model"], ["model", "cannot be removed"]),
+    (["~optim.lr"], ["optim.lr", "cannot be removed"]),
+    (["data.cache_dir=''"], ["data.cache_dir", "empty"]),
     (["stages=single"], ["masking", "none is chosen"]),
     (["data=text"], ["data.path", "missing"]),
     (["data=text", "data.path=/no/such/file.txt"], ["data.path", "does not exist"]),
@@ -171,6 +189,21 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, data_cache, args, fr
 
 def test_the_table_spans_every_family():
     assert len(BAD_INPUTS) >= 60
+
+
+def test_an_empty_run_folder_is_refused(tmp_path):
+    result = run_cli(*TINY_RUN, "hydra.run.dir=''", cwd=tmp_path)
+    assert_rejected(result, "hydra.run.dir", "empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_job_rejected_while_built_leaves_no_empty_folders(tmp_path):
+    """The corpus is only read when the job is built, after Hydra created outputs/<run>/."""
+    short = tmp_path / "short.txt"
+    short.write_text("To be, or not to be.\n" * 10)
+    result = run_cli("data=text", f"data.path={short}", *TINY_RUN, "run_name=r", cwd=tmp_path)
+    assert_rejected(result, "data:", "block_size")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short.txt"]  # no outputs/
 
 
 @pytest.mark.parametrize("key", ["hydra.run.dir", "data.cache_dir"])

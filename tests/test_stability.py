@@ -241,3 +241,11 @@ def test_a_step_reads_at_most_one_flag(tmp_path, corpus_file, monkeypatch, stabi
     trainer.fit()
     between = [per_step.at[s + 1] - per_step.at[s] for s in range(1, 11)]  # steps with no eval and no log
     assert between == [expected] * 10
+
+
+def test_a_bad_val_loss_at_step_0_rolls_back_to_the_initial_state(tmp_path, corpus_file):
+    """Nothing was checkpointed yet: the rollback returns to the in-memory state of step 0."""
+    faults = "stability.inject=[{step: 0, target: val, kind: nan}]"
+    trainer, printed = train(tmp_path, tiny_overrides(corpus_file, faults, "max_iters=4", "eval_interval=2"))
+    assert trainer.state.step == 4 and trainer.state.rollbacks == 1
+    assert "rolled back to the in-memory state of step 0" in printed

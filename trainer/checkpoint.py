@@ -68,16 +68,28 @@ def _atomic_save(payload: dict, path: Path) -> None:
     os.replace(staging, path)
 
 
-def load_checkpoint(path: str | Path, key: str = "resume") -> dict:
-    """Load a checkpoint on the CPU with `weights_only=True`; CheckpointError for a bad file."""
+CHECKPOINT_PATH = "the path of a checkpoint file, or of a folder with ckpt_*.pt"
+
+
+def find_checkpoint(path: str | Path, key: str) -> Path:
+    """The checkpoint file `path` names (a folder: its latest ckpt_*.pt); CheckpointError if there is none.
+
+    Cheap (no file is read), so the config contract can call it before anything runs.
+    """
     path = Path(path).expanduser()
     if path.is_dir():
         latest = CheckpointDirectory(path, keep_last=1).latest()
         if latest is None:
-            raise CheckpointError(key, f"{path} holds no checkpoint", "a checkpoint file or a folder with ckpt_*.pt")
-        path = latest
+            raise CheckpointError(key, f"{path} holds no checkpoint", CHECKPOINT_PATH)
+        return latest
     if not path.is_file():
-        raise CheckpointError(key, f"{path} does not exist", "none, auto, or the path of a checkpoint file")
+        raise CheckpointError(key, f"{path} does not exist", CHECKPOINT_PATH)
+    return path
+
+
+def load_checkpoint(path: str | Path, key: str = "resume") -> dict:
+    """Load a checkpoint on the CPU with `weights_only=True`; CheckpointError for a bad file."""
+    path = find_checkpoint(path, key)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file fails in many ways; all mean "corrupt"

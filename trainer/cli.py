@@ -2,22 +2,26 @@
 
 Bad input ends with one line on stderr and exit code 2, before anything is written: before Hydra
 creates a run folder, `preflight` composes and checks the config of every job the command would
-run (each job of a sweep), so a bad value in job 3 stops the sweep before job 1 starts.
+run (each job of a sweep), so a bad value in job 3 stops the sweep before job 1 starts. Hydra's
+flags may stand anywhere among the overrides (the command line is read with argparse's
+intermixed parsing, then handed to Hydra's own runner).
 """
 
+import argparse
+import copy
 import os
-import re
+import shutil
 import sys
 from pathlib import Path
 
-import hydra
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_dir, version
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra._internal.utils import get_args_parser
+from hydra._internal.utils import _run_hydra, get_args_parser
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
@@ -26,6 +30,7 @@ from trainer.build import build_trainer
 from trainer.config import register_schemas
 from trainer.contract import check, check_writable
 from trainer.errors import ConfigError, UserError
+from trainer.hydra_errors import one_line
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -33,8 +38,13 @@ LOG_WIDTH = 160
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+# The first folder of the run directory that did not exist before this command: a job rejected
+# while it is built removes it again, so a rejected command leaves no empty outputs/ behind.
+_created_by_this_run: Path | None = None
+
+
 def train(cfg: DictConfig) -> float:
+    """Hydra's task function: build the Trainer for the composed config and train."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # A log file has no terminal width: give tables room instead of rich's default of 80 columns.
@@ -42,7 +52,7 @@ def train(cfg: DictConfig) -> float:
     try:
         trainer = build_trainer(cfg, run_dir, console, hydra_cfg.overrides.task)
     except UserError as err:
-        _remove_if_empty(run_dir)
+        _remove_if_empty(_created_by_this_run or run_dir)
         fail(str(err))
     console.print(f"run directory: {run_dir}", highlight=False)
     try:
@@ -55,35 +65,73 @@ def train(cfg: DictConfig) -> float:
 
 def main() -> None:
     register_schemas()
+    version.setbase("1.3")
     # Let composition errors reach us instead of Hydra's multi-line report, so they become one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    parser = command_line_parser()
     try:
-        preflight(sys.argv[1:])
-        train()
+        args = parser.parse_intermixed_args(sys.argv[1:])
+        preflight(args)
+        _run_hydra(args=args, args_parser=parser, task_function=train, config_path=CONF_DIR, config_name="config")
     except UserError as err:
         fail(str(err))
     except (HydraException, OmegaConfBaseException) as err:
         fail(one_line(err))
 
 
-def preflight(argv: list[str]) -> None:
-    """Compose and check the config of every job `argv` asks for; raise on the first bad one.
+def command_line_parser() -> argparse.ArgumentParser:
+    """Hydra's own parser, whose usage errors become one line instead of the usage block."""
+    parser = get_args_parser()
+
+    def one_line_error(message: str):
+        raise ConfigError("command line", message, "python -m trainer [hydra flags] [key=value ...]")
+
+    parser.error = one_line_error
+    return parser
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Compose and check the config of every job the command asks for; raise on the first bad one.
 
     Commands that only print (--help, --cfg, --info) are left to Hydra.
     """
-    args = get_args_parser().parse_args(argv)
+    global _created_by_this_run
+    actions = [name for name in ("multirun", "cfg", "info", "shell_completion") if getattr(args, name)]
+    if len(actions) > 1:
+        raise ConfigError("command line", f"--{' and --'.join(actions)} together", "one of --multirun, --cfg, --info")
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return
-    jobs = sweep_jobs(args.overrides) if args.multirun else [args.overrides]
+    refuse_removed_groups(args.overrides)
+    key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="trainer"):
+        jobs = sweep_jobs(args.overrides) if args.multirun else [args.overrides]
+        if not jobs:
+            raise ConfigError("--multirun", "the sweep has no job", "overrides whose sweeps hold at least one value")
         for overrides in jobs:
             cfg = compose_job(overrides)
-            output = cfg.hydra.sweep.dir if args.multirun else cfg.hydra.run.dir
-            with open_dict(cfg):
-                del cfg["hydra"]
-            run = check(cfg)
-            check_writable(Path(output), "hydra.sweep.dir" if args.multirun else "hydra.run.dir")
-            check_writable(Path(run.data.cache_dir), "data.cache_dir")
+            job = copy.deepcopy(cfg)
+            with open_dict(job):
+                del job["hydra"]
+            run = check(job)
+            output = OmegaConf.select(cfg, key)
+            check_writable(output, key)
+            check_writable(run.data.cache_dir, "data.cache_dir")
+    _created_by_this_run = first_missing_folder(Path(output))
+
+
+def refuse_removed_groups(overrides: list[str]) -> None:
+    """`~group` would leave a required part of the config to its bare schema defaults."""
+    optional = ("masking", "stages", "experiment", "debug")
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if key.startswith("~") and key[1:] not in optional:
+            raise ConfigError(key[1:], "cannot be removed", f"another option or value, e.g. {key[1:]}=...")
+
+
+def first_missing_folder(path: Path) -> Path | None:
+    path = path.expanduser().absolute()
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    return missing[-1] if missing else None
 
 
 def compose_job(overrides: list[str]) -> DictConfig:
@@ -91,7 +139,10 @@ def compose_job(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, AssertionError) as err:
         # OmegaConf asserts when a key is set under a group that is null in this run
-        raise (unset_group_error(overrides) or err) from None
+        problem = unset_group_error(overrides)
+        if problem is None:
+            raise
+        raise problem from err
 
 
 def unset_group_error(overrides: list[str]) -> UserError | None:
@@ -116,7 +167,8 @@ def unset_group_error(overrides: list[str]) -> UserError | None:
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     """The overrides of each job of a basic sweep (`a=1,2 b=x,y` is four jobs), in launch order."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    # the config loader lets glob(...) sweeps list a group's options
+    parsed = OverridesParser.create(GlobalHydra.instance().config_loader()).parse_overrides(overrides)
     return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
 
 
@@ -125,44 +177,8 @@ def fail(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def one_line(err: Exception) -> str:
-    """Hydra's and OmegaConf's multi-line messages, as one line that names the key."""
-    text = f"{err} {err.__cause__ or ''}"
-    first = str(err).splitlines()[0] if str(err) else type(err).__name__
-    if missing := re.search(r"Could not find '([^']+)/([^']+)'", text):
-        options = getattr(err, "options", None) or []
-        return f"{missing.group(1)}: {missing.group(2)!r} is not an option; allowed: {', '.join(options)}"
-    if unknown := re.search(r"Key '([^']+)' not in '(\w+)'", text):
-        full_key = re.search(r"full_key: (\S+)", text)
-        key = full_key.group(1) if full_key else unknown.group(1)
-        return f"{key}: no such key in {unknown.group(2)}; allowed: {allowed_keys(err)}"
-    if override := getattr(err, "override", None):  # the override grammar could not read it
-        key = override.split("=", 1)[0]
-        quoted = f"'{key}=\"...\"'"
-        return f"{key}: cannot read {override!r} ({first}); allowed: a value, quoted if it holds '=': {quoted}"
-    if merging := re.search(r"Error merging override ([^=\s]+)=", text):  # e.g. not one of an Enum's values
-        cause = str(err.__cause__ or err).splitlines()[0]
-        return f"{merging.group(1)}: {cause}"
-    if absent := re.search(r"Could not override '([^']+)'", text):  # e.g. a default a stage entry leaves out
-        key = absent.group(1)
-        return f"{key}: not in the composed config (see --cfg job); allowed: +{key}=VALUE to add it"
-    if deleted := re.search(r"Could not delete from config\. '?([\w./]+)", text):
-        return f"{deleted.group(1)}: cannot be deleted; allowed: another option, e.g. {deleted.group(1)}=NAME"
-    return " ".join(line.strip() for line in first.splitlines() if line.strip())
-
-
-def allowed_keys(err: Exception) -> str:
-    """The keys of the schema a failed override was aimed at, when OmegaConf says which it was."""
-    node = getattr(err, "parent_node", None) or getattr(err.__cause__, "parent_node", None)
-    if node is not None:
-        try:
-            return ", ".join(str(k) for k in node.keys())
-        except OmegaConfBaseException:
-            pass
-    return "see `python -m trainer --cfg job`"
-
-
-def _remove_if_empty(run_dir: Path) -> None:
-    """Hydra creates the run directory before the job starts; a rejected job leaves none behind."""
-    if run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()
+def _remove_if_empty(folder: Path) -> None:
+    """Hydra creates the run directory (and its parents) before the job starts; a rejected job
+    leaves none behind. Only folders that hold nothing but empty folders are removed."""
+    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+        shutil.rmtree(folder)

@@ -8,10 +8,9 @@ its domain and the rules below, before anything is built or written.
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
-from annotated_types import Ge
+from annotated_types import Interval
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
@@ -19,7 +18,7 @@ import masking
 from models import Head, ModelConfig
 from stability import FaultTarget, StabilityConfig
 from trainer.callbacks import JsonlLoggerConfig
-from trainer.checkpoint import CheckpointConfig
+from trainer.checkpoint import CheckpointConfig, find_checkpoint
 from trainer.console import ConsoleLoggerConfig
 from trainer.corpus import DataConfig
 from trainer.curriculum import StagesConfig
@@ -29,7 +28,8 @@ from trainer.optim import OptimConfig
 from trainer.system import SystemConfig
 from trainer.transfer import TransferConfig
 
-Positive = Annotated[int, Ge(1)]
+MAX_COUNT = 2**31 - 1  # sizes and counts become tensor shapes and int64 seeds: keep them in range
+Positive = Annotated[int, Interval(ge=1, le=MAX_COUNT)]
 
 
 @dataclass
@@ -55,8 +55,8 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     run_name: str = MISSING  # the run folder's name under outputs/
-    seed: Annotated[int, Ge(0)] = 1337
-    max_iters: Annotated[int, Ge(0)] = 600  # optimizer steps
+    seed: Annotated[int, Interval(ge=0, le=MAX_COUNT)] = 1337
+    max_iters: Annotated[int, Interval(ge=0, le=MAX_COUNT)] = 600  # optimizer steps
     eval_interval: Positive = 25
     eval_iters: Positive = 5  # batches of the fixed validation set (and of fresh training batches)
     log_interval: Positive = 25
@@ -69,8 +69,8 @@ class Config:
 
     def __post_init__(self):
         require_plain_name("run_name", self.run_name)
-        if self.resume not in ("none", "auto") and not Path(self.resume).expanduser().exists():
-            raise ConfigError("resume", f"{self.resume} does not exist", "none, auto, or the path of a checkpoint file")
+        if self.resume not in ("none", "auto"):
+            find_checkpoint(self.resume, "resume")
         self._check_curriculum()
         self._check_schedule()
         if self.transfer.freezes and self.mode.head == Head.lm:

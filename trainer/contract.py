@@ -98,9 +98,11 @@ def _join(key: str, name: str) -> str:
     return f"{key}.{name}" if key and name else key or name
 
 
-def check_writable(path: Path, key: str) -> None:
+def check_writable(folder: str, key: str) -> None:
     """A folder that the run will create or write into: refuse it now, in one line, if it cannot be."""
-    path = Path(path).expanduser().absolute()
+    if not str(folder).strip():
+        raise ConfigError(key, "is empty", "a folder path (files would land in the working directory)")
+    path = Path(folder).expanduser().absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(key, f"{path} cannot be created: {existing} is a file", "a folder that can be created")

@@ -71,6 +71,9 @@ class Trainer:
         self._evaluated_at: int | None = None
 
     def fit(self) -> None:
+        if self.snapshot is None and self.last_checkpoint is None:
+            # a rollback before the first checkpoint (a non-finite val loss at step 0) returns here
+            self.snapshot = copy.deepcopy(self.checkpoint_payload())
         self.callbacks.on_train_start(self)
         try:
             while True:

@@ -14,7 +14,7 @@ import torch
 from annotated_types import Ge, Gt
 
 from models import GPT
-from trainer.checkpoint import architecture_mismatch, check_vocabulary, load_checkpoint
+from trainer.checkpoint import architecture_mismatch, check_vocabulary, find_checkpoint, load_checkpoint
 from trainer.errors import CheckpointError, ConfigError
 from trainer.vocab import Vocabulary
 
@@ -43,6 +43,8 @@ class TransferConfig:
             raise ConfigError(
                 "transfer.checkpoint", f"missing for transfer={self.kind.value}", "the path of a checkpoint of any mode"
             )
+        if loads:
+            find_checkpoint(self.checkpoint, "transfer.checkpoint")
         if not loads and self.checkpoint:
             raise ConfigError(
                 "transfer.checkpoint",

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from models import Attention, Head
 from trainer.batches import TokenWindows
+from trainer.checkpoint import find_checkpoint
 from trainer.curriculum import Curriculum
 from trainer.errors import ConfigError
 from trainer.objectives.base import Batch, ModeConfig, Objective, draw_seed, host_values
@@ -40,6 +41,7 @@ class SequenceScoringMode(ModeConfig):
                 "missing: sequence_scoring fills positions with a frozen unmasking model",
                 "the path of a checkpoint of an unmasking run",
             )
+        find_checkpoint(self.unmasking_checkpoint, "mode.unmasking_checkpoint")
 
     def uses_unmasking_model(self) -> bool:
         return True

@@ -47,7 +47,7 @@ class TokenClassificationMode(ModeConfig):
     source: ReplacementSource = ReplacementSource.random
     class_weights: bool = False  # inverse-frequency class weights per batch
     unmasking_checkpoint: str | None = None  # source=model: the frozen unmasking model
-    fill: Fill = Fill.sample  # source=model: how it picks a replacement
+    fill: Fill | None = None  # source=model: how it picks a replacement (null: sample)
 
     head = Head.token_classifier
     attention = Attention.bidirectional

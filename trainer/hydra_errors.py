@@ -1,0 +1,71 @@
+"""Hydra's and OmegaConf's multi-line error reports as one line that names the key and what is
+allowed, for the command line's exit-code-2 contract."""
+
+import re
+
+from omegaconf.errors import OmegaConfBaseException
+
+# What OmegaConf says about a value of the wrong type -> what the key allows
+TYPE_PROBLEMS = {
+    "could not be converted to Integer": "an integer",
+    "could not be converted to Float": "a number",
+    "is not a valid bool": "true or false",
+    "is not a ListConfig": "a list, e.g. [a, b]",
+    "is not Optional": "a value (this key cannot be null)",
+    "Cannot merge DictConfig with ListConfig": "a list of entries, e.g. [{...}]",
+    "expected one of": "one of the values named",
+}
+
+
+def one_line(err: Exception) -> str:
+    reason = err.__cause__ or err.__context__  # what OmegaConf said below Hydra's summary
+    text = f"{err} {reason or ''}"
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    cause = str(reason).splitlines()[0] if reason is not None and str(reason) else first
+    if missing := re.search(r"Could not find '([^']+)/([^']+)'", text):
+        options = [o for o in getattr(err, "options", None) or [] if not o.startswith("schema")]
+        return f"{missing.group(1)}: {missing.group(2)!r} is not an option; allowed: {', '.join(options)}"
+    if unknown := re.search(r"Key '([^']+)' not in '(\w+)'", text):
+        full_key = re.search(r"full_key: (\S+)", text)
+        key = full_key.group(1) if full_key else unknown.group(1)
+        return f"{key}: no such key in {unknown.group(2)}; allowed: {allowed_keys(err)}"
+    if override := getattr(err, "override", None):  # the override grammar could not read it
+        key = override.split("=", 1)[0]
+        quoted = f"'{key}=\"...\"'"
+        return f"{key}: cannot read {override!r} ({first}); allowed: a value, quoted if it holds '=': {quoted}"
+    if ambiguous := re.search(r"Ambiguous value for argument '([^'=]+)=", text):
+        key = ambiguous.group(1)
+        return f"{key}: a comma-separated list is a sweep; allowed: -m (--multirun) to run one job per value"
+    if present := re.search(r"An item is already at '([^']+)'", text):
+        key = present.group(1)
+        return f"{key}: already in the config, + adds new keys only; allowed: {key}=VALUE to change it"
+    if merging := re.search(r"Error merging override ([^=\s]+)", text):
+        key = merging.group(1)
+        if key.startswith("~"):
+            return f"{key[1:]}: cannot be removed; allowed: a value, e.g. {key[1:]}=VALUE"
+        return f"{key}: {cause}{_allowed(text)}"
+    if absent := re.search(r"Could not override '([^']+)'", text):  # e.g. a default a stage entry leaves out
+        key = absent.group(1)
+        return f"{key}: not in the composed config (see --cfg job); allowed: +{key}=VALUE to add it"
+    if deleted := re.search(r"Could not delete from config\. '?([\w./]+)", text):
+        return f"{deleted.group(1)}: cannot be deleted; allowed: another option, e.g. {deleted.group(1)}=NAME"
+    if full_key := re.search(r"full_key: (\S+)", text):
+        return f"{full_key.group(1)}: {cause}{_allowed(text)}"
+    return " ".join(line.strip() for line in first.splitlines() if line.strip())
+
+
+def _allowed(text: str) -> str:
+    allowed = next((allowed for problem, allowed in TYPE_PROBLEMS.items() if problem in text), None)
+    return f"; allowed: {allowed}" if allowed else ""
+
+
+def allowed_keys(err: Exception) -> str:
+    """The keys of the schema a failed override was aimed at, when OmegaConf says which it was."""
+    reason = err.__cause__ or err.__context__
+    node = getattr(err, "parent_node", None) or getattr(reason, "parent_node", None)
+    if node is not None:
+        try:
+            return ", ".join(str(k) for k in node.keys() if k != "hydra")
+        except OmegaConfBaseException:
+            pass
+    return "see `python -m trainer --cfg job`"
