@@ -96,6 +96,7 @@ def preflight(args: argparse.Namespace) -> None:
     Commands that only print (--help, --cfg, --info) are left to Hydra.
     """
     global _created_by_this_run
+    _created_by_this_run = None
     actions = [name for name in ("multirun", "cfg", "info", "shell_completion") if getattr(args, name)]
     if len(actions) > 1:
         raise ConfigError("command line", f"--{' and --'.join(actions)} together", "one of --multirun, --cfg, --info")

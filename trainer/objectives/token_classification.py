@@ -17,6 +17,7 @@ from masking import StickyMasking
 from masking.corruption import Probability
 from models import Attention, Head
 from trainer.batches import TokenWindows
+from trainer.checkpoint import find_checkpoint
 from trainer.errors import ConfigError
 from trainer.objectives.base import Batch, ModeConfig, Objective, draw_seed, host_values
 from trainer.objectives.filler import Fill, Filler
@@ -66,10 +67,12 @@ class TokenClassificationMode(ModeConfig):
                 "missing: source=model fills positions with a frozen unmasking model",
                 "the path of a checkpoint of an unmasking run",
             )
-        if self.source == ReplacementSource.random and self.unmasking_checkpoint:
-            raise ConfigError(
-                "mode.unmasking_checkpoint", "is not read with source=random", "null, or mode.source=model"
-            )
+        if self.source == ReplacementSource.model:
+            find_checkpoint(self.unmasking_checkpoint, "mode.unmasking_checkpoint")
+            self.fill = self.fill or Fill.sample
+        for key in ("unmasking_checkpoint", "fill"):
+            if self.source == ReplacementSource.random and getattr(self, key) is not None:
+                raise ConfigError(f"mode.{key}", "is not read with source=random", "null, or mode.source=model")
 
     def uses_unmasking_model(self) -> bool:
         return self.source == ReplacementSource.model
