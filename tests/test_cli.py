@@ -11,6 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from tests.conftest import TINY_RUN, tiny_overrides, train
 from trainer import cli
+from trainer.errors import ConfigError
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -350,3 +351,14 @@ def test_a_sweep_checks_every_job_before_the_first_starts(tmp_path, corpus_file)
     result = run_cli("-m", *args, "masking=sticky", "optim.lr=1e-3,2e-3,inf", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert_rejected(result, "optim.lr", "finite")
     assert not sweep.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("artefact", ["metrics.jsonl", "checkpoints/best.pt", ".hydra/config.yaml"])
+def test_a_fresh_run_refuses_any_artefact_of_an_earlier_run(tmp_path, corpus_file, artefact):
+    """Not only step checkpoints: metrics, best.pt or a saved config mean the folder was used."""
+    (tmp_path / artefact).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / artefact).write_text("from an earlier run")
+    with pytest.raises(ConfigError) as err:
+        train(tmp_path, tiny_overrides(corpus_file))
+    assert err.value.key == "resume" and artefact in str(err.value)
+    assert (tmp_path / artefact).read_text() == "from an earlier run"

@@ -53,10 +53,23 @@ def test_folder_of_files_is_one_corpus(tmp_path):
     assert load_text("text", str(tmp_path)) == "first\n\nsecond"
 
 
-def test_non_utf8_file_is_a_data_error(tmp_path):
+def test_hidden_files_and_folders_and_byte_order_marks_are_not_text(tmp_path):
+    (tmp_path / "a.txt").write_bytes("\ufefffirst".encode())  # a UTF-8 byte-order mark
+    (tmp_path / ".notes.txt").write_text("hidden")
+    for hidden in (".git", ".ipynb_checkpoints"):
+        (tmp_path / hidden).mkdir()
+        (tmp_path / hidden / "b.txt").write_text("hidden")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.txt").write_text("third")
+    assert load_text("text", str(tmp_path)) == "first\n\nthird"
+
+
+def test_non_utf8_file_is_a_data_error_naming_the_file(tmp_path):
+    (tmp_path / "good.txt").write_text("fine")
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
-    with pytest.raises(DataError, match="data.path"):
-        load_text("text", str(tmp_path / "bad.txt"))
+    with pytest.raises(DataError, match="data.path") as err:
+        load_text("text", str(tmp_path))
+    assert "bad.txt" in str(err.value)
 
 
 def test_windows_are_seeded_slices_of_the_split():

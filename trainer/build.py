@@ -124,10 +124,11 @@ def make_data(run: Config, corpus: PreparedCorpus, objective: Objective, device:
 def checkpoint_to_resume(run: Config, checkpoints: CheckpointDirectory) -> tuple[dict | None, Path | None]:
     """The checkpoint named by `resume`, loaded, and its path; (None, None) for a fresh start."""
     if run.resume == "none":
-        if checkpoints.latest() is not None:
+        found = earlier_run_artefacts(run, checkpoints.directory.parent)
+        if found:
             raise ConfigError(
                 "resume",
-                f"{checkpoints.directory.parent} already holds checkpoints of a run",
+                f"{checkpoints.directory.parent} already holds a run ({', '.join(found)})",
                 "resume=auto to continue it, or another run_name for a new run",
             )
         return None, None
@@ -135,6 +136,18 @@ def checkpoint_to_resume(run: Config, checkpoints: CheckpointDirectory) -> tuple
     if path is None:
         return None, None
     return load_checkpoint(path), path
+
+
+def earlier_run_artefacts(run: Config, run_dir: Path) -> list[str]:
+    """What an earlier run left in `run_dir` (checkpoints, metrics, saved config), as relative paths."""
+    names = {"checkpoints", ".hydra/config.yaml", "metrics.jsonl"}
+    if run.logger.jsonl is not None:
+        names.add(run.logger.jsonl.filename)
+    found = []
+    for path in (run_dir / name for name in sorted(names)):
+        files = sorted(path.iterdir()) if path.is_dir() else [path] if path.is_file() else []
+        found += [str(f.relative_to(run_dir)) for f in files]
+    return found
 
 
 def prepare_corpus(run: Config) -> PreparedCorpus:

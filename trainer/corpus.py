@@ -85,20 +85,31 @@ def load_text(name: CorpusName, path: str | None) -> str:
 
 
 def read_path(path: Path) -> str:
+    """A file's text, or every file's below a folder (sorted) joined by blank lines. Hidden files and
+    everything inside hidden folders (.git, .ipynb_checkpoints) are skipped; a UTF-8 byte-order mark
+    is not part of the text."""
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
     else:
         raise DataError("data.path", f"{path} does not exist", "a UTF-8 text file or a folder of them")
     if not files:
         raise DataError("data.path", f"{path} holds no files", "a UTF-8 text file or a folder of them")
+    return "\n\n".join(_read_text(f) for f in files)
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _read_text(file: Path) -> str:
     try:
-        return "\n\n".join(f.read_text(encoding="utf-8") for f in files)
+        return file.read_text(encoding="utf-8-sig")  # -sig: drops a leading byte-order mark
     except (UnicodeDecodeError, OSError) as err:
         raise DataError(
             "data.path",
-            f"cannot read {path} as UTF-8 text ({err.__class__.__name__})",
+            f"cannot read {file} as UTF-8 text ({err.__class__.__name__})",
             "a UTF-8 text file or a folder of them",
         ) from None
 

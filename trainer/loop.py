@@ -97,23 +97,38 @@ class Trainer:
 
     def train_step(self) -> StepMetrics:
         """Forward and backward over the micro-batches of one step, then unscale and clip."""
-        step, accumulation = self.state.step, self.cfg.gradient_accumulation_steps
+        step = self.state.step
         self.set_learning_rate(self.lr)
         self.stability.begin_step()
         self.faults.poison_params(step, self.raw_model.parameters())
-        total_loss = torch.zeros((), device=self.device)
-        for micro_step in range(accumulation):
-            batch = self.data.stream.get(step, micro_step, self.state.stage, self.state.rollbacks)
-            batch = self.objective.on_device(batch.to(self.device))
-            with self.autocast:
-                loss = self.objective.loss(self.model, batch) / accumulation
-            loss = self.faults.poison_loss(step, loss)
-            # Backward per micro-batch: each has its own graph, freed before the next one is built.
-            self.scaler.scale(loss).backward()
-            total_loss += loss.detach()
+        batches = [
+            self.data.stream.get(step, micro_step, self.state.stage, self.state.rollbacks)
+            for micro_step in range(self.cfg.gradient_accumulation_steps)
+        ]
+        total_loss = self.forward_backward(batches)
         self.faults.poison_grads(step, self.raw_model.parameters())
         self.scaler.unscale_(self.optimizer)
         return StepMetrics(loss=total_loss, grad_norm=self.clip_gradients())
+
+    def forward_backward(self, batches: list[Batch]) -> torch.Tensor:
+        """Accumulate the gradient of the micro-batches; returns the step's loss (a device tensor).
+
+        Each micro-batch's mean loss is weighted by its share of the step's targets (counted on the
+        CPU, no host sync), so the micro-batches give the loss and gradient of one batch of all their
+        rows, also when the number of targets varies (masked positions).
+        """
+        total_targets = max(1, sum(batch.num_targets for batch in batches))
+        total_loss = torch.zeros((), device=self.device)
+        for batch in batches:
+            share = batch.num_targets / total_targets
+            batch = self.objective.on_device(batch.to(self.device))
+            with self.autocast:
+                loss = self.objective.loss(self.model, batch) * share
+            loss = self.faults.poison_loss(self.state.step, loss)
+            # Backward per micro-batch: each has its own graph, freed before the next one is built.
+            self.scaler.scale(loss).backward()
+            total_loss += loss.detach()
+        return total_loss
 
     def clip_gradients(self) -> torch.Tensor:
         """Total gradient norm (a device tensor), clipped to optim.grad_clip unless that is 0."""
