@@ -144,3 +144,19 @@ def test_accumulated_micro_batches_equal_one_big_batch(tmp_path, corpus_file):
     (loss_a, grad_a), (loss_b, grad_b) = loss_and_gradient([whole]), loss_and_gradient(halves)
     assert torch.allclose(loss_a, loss_b, atol=1e-6)
     assert torch.allclose(grad_a, grad_b, atol=1e-6)
+
+
+def test_resume_keeps_each_step_once_in_the_metrics(tmp_path, corpus_file):
+    """A run killed after its step-8 records but before the step-8 checkpoint resumes from step 4:
+    the records it wrote past step 4 are dropped, and the resume says what it did."""
+    common = ("max_iters=8", "eval_interval=4", "log_interval=2")
+    train(tmp_path, tiny_overrides(corpus_file, *common))
+    (tmp_path / "checkpoints" / "ckpt_0000008.pt").unlink()
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 9, "train/lo')  # torn by the kill
+    _, printed = train(tmp_path, tiny_overrides(corpus_file, *common, "resume=auto"))
+    assert f"resumed from {tmp_path / 'checkpoints' / 'ckpt_0000004.pt'} at step 4 (stage 0, best val" in printed
+    records = read_metrics(tmp_path)
+    logs = [r["step"] for r in records if "val/loss" not in r]
+    evals = [r["step"] for r in records if "val/loss" in r]
+    assert logs == [2, 4, 6, 8] and evals == [0, 4, 8]

@@ -92,7 +92,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
         trainer.snapshot = copy.deepcopy(resumed)  # the last good state until this run saves one
         trainer.load_payload(resumed)
         faults.load_state_dict(resumed.get("faults", []))
-        trainer.last_checkpoint = resumed_path
+        trainer.last_checkpoint = trainer.resumed_from = resumed_path
     return trainer
 
 

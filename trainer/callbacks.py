@@ -5,6 +5,7 @@ steps in between run without a host sync.
 """
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,18 @@ class JsonlLogger(Callback):
     def __init__(self, path: Path):
         self.path = path
 
+    def on_train_start(self, trainer) -> None:
+        """A resumed run continues the file: what the interrupted run wrote after the checkpoint it
+        resumes from (and a line torn by a kill) is dropped, so no step is recorded twice."""
+        if not self.path.exists():
+            return
+        # up to the checkpoint's step, whose evaluation is not repeated; nothing if no checkpoint is resumed
+        last = trainer.state.step if trainer.resumed_from is not None else -1
+        kept = [record for record in _records(self.path) if record.get("step", 0) <= last]
+        staging = self.path.with_name(f".{self.path.name}.tmp")
+        staging.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        os.replace(staging, self.path)  # atomic: a kill now leaves the old file or the new one
+
     def on_log(self, trainer, record: dict) -> None:
         self._write(record)
 
@@ -125,3 +138,13 @@ class JsonlLogger(Callback):
     def _write(self, record: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _records(path: Path) -> list[dict]:
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # the last line of a run killed while writing it
+            continue
+    return records

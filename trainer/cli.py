@@ -11,6 +11,7 @@ import argparse
 import copy
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -31,9 +32,12 @@ from trainer.config import register_schemas
 from trainer.contract import check, check_writable
 from trainer.errors import ConfigError, UserError
 from trainer.hydra_errors import one_line
+from trainer.loop import StopRequested
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+EXIT_TERMINATED = 143  # 128 + SIGTERM; also after SIGUSR1
 LOG_WIDTH = 160
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -55,12 +59,32 @@ def train(cfg: DictConfig) -> float:
         _remove_if_empty(_created_by_this_run or run_dir)
         fail(str(err))
     console.print(f"run directory: {run_dir}", highlight=False)
+    stop_on_signals(trainer)
     try:
         trainer.fit()
     except TrainingDiverged as err:
         print(f"error: training diverged: {err}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
+    except StopRequested as stop:
+        name = signal.Signals(stop.signal_number).name
+        saved = f"checkpoint {stop.checkpoint}" if stop.checkpoint else "nothing learnt yet, no checkpoint"
+        print(f"stopped by {name} at step {stop.step}: {saved}; continue with resume=auto", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED if stop.signal_number == signal.SIGINT else EXIT_TERMINATED)
     return trainer.state.best_val_loss
+
+
+def stop_on_signals(trainer) -> None:
+    """SIGTERM, SIGUSR1 (SLURM's warning before the end of a job) and SIGINT finish the current step,
+    write a checkpoint and stop; a second SIGINT stops at once, without a checkpoint."""
+
+    def request_stop(signal_number, frame):
+        if signal_number == signal.SIGINT and trainer.stop_signal is not None:
+            print("interrupted twice: stopped without a checkpoint", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        trainer.request_stop(signal_number)
+
+    for signal_number in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(signal_number, request_stop)
 
 
 def main() -> None:

@@ -35,6 +35,14 @@ class ConsoleLogger(Callback):
 
     def on_train_start(self, trainer) -> None:
         self.console.print(parameter_summary(trainer.raw_model), highlight=False, soft_wrap=True)
+        if trainer.resumed_from is not None:
+            state = trainer.state
+            self.console.print(
+                f"resumed from {trainer.resumed_from} at step {state.step} "
+                f"(stage {state.stage}, best val {state.best_val_loss:.4f})",
+                highlight=False,
+                soft_wrap=True,
+            )
         if not self.live:
             return
         self.progress = Progress(

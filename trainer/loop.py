@@ -19,6 +19,14 @@ from trainer.transfer import Transfer
 from trainer.vocab import Vocabulary
 
 
+class StopRequested(Exception):
+    """Training stopped on a signal after writing a checkpoint (None: nothing learnt yet, step 0)."""
+
+    def __init__(self, signal_number: int, step: int, checkpoint: Path | None):
+        self.signal_number, self.step, self.checkpoint = signal_number, step, checkpoint
+        super().__init__(f"signal {signal_number} at step {step}")
+
+
 @dataclass
 class StepMetrics:
     """Device tensors of one optimizer step; read on the host only at log steps."""
@@ -67,6 +75,8 @@ class Trainer:
         self.state = TrainState()
         self.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
         self.last_checkpoint: Path | None = None
+        self.resumed_from: Path | None = None  # the checkpoint this run continues
+        self.stop_signal: int | None = None  # set by a pre-emption signal; the loop stops after the step
         self.snapshot: dict | None = None  # the last good state while no checkpoint exists yet
         self._evaluated_at: int | None = None
 
@@ -79,6 +89,8 @@ class Trainer:
             while True:
                 if self.eval_due() and not self.evaluate_and_checkpoint():
                     continue  # the validation loss was not finite: rolled back to the last good state
+                if self.stop_signal is not None:  # pre-emption: after this step's evaluation, as a resume expects
+                    self.stop()
                 if self.state.step >= self.cfg.max_iters:
                     break
                 self.transfer.maybe_unfreeze(self)  # two-stage transfer only
@@ -177,6 +189,15 @@ class Trainer:
             self.announce(advance)
         self.save_checkpoint(is_best)
         return True
+
+    def request_stop(self, signal_number: int) -> None:
+        """Finish the current step, write a checkpoint, then raise StopRequested (signal handlers call this)."""
+        self.stop_signal = signal_number
+
+    def stop(self) -> None:
+        if self.last_checkpoint is None or self.last_checkpoint.name != f"ckpt_{self.state.step:07d}.pt":
+            self.save_checkpoint(is_best=False)
+        raise StopRequested(self.stop_signal, self.state.step, self.last_checkpoint)
 
     def save_checkpoint(self, is_best: bool) -> None:
         if self.state.step == 0:  # nothing learnt yet: keep the state in memory for an early rollback
