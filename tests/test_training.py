@@ -8,6 +8,7 @@ import torch
 from rich.console import Console
 
 from tests.conftest import compose_config, tiny_overrides, train
+from trainer import checkpoint
 from trainer.build import build_trainer
 from trainer.checkpoint import load_checkpoint
 from trainer.errors import CheckpointError, ConfigError
@@ -109,7 +110,8 @@ def test_gradient_accumulation_backpropagates_every_micro_batch(tmp_path, corpus
     from rich.console import Console
 
     from tests.conftest import compose_config
-    from trainer.build import build_trainer
+    from trainer import checkpoint
+from trainer.build import build_trainer
 
     overrides = tiny_overrides(corpus_file, "mode=language_model", "gradient_accumulation_steps=2", "optim.grad_clip=0")
     trainer = build_trainer(compose_config(overrides), tmp_path, Console(file=io.StringIO()))
@@ -160,3 +162,26 @@ def test_resume_keeps_each_step_once_in_the_metrics(tmp_path, corpus_file):
     logs = [r["step"] for r in records if "val/loss" not in r]
     evals = [r["step"] for r in records if "val/loss" in r]
     assert logs == [2, 4, 6, 8] and evals == [0, 4, 8]
+
+
+def test_a_failed_checkpoint_write_keeps_the_earlier_ones(tmp_path, corpus_file, monkeypatch):
+    """Disk full at the second checkpoint: one clear error naming the file, no temporary file left,
+    the first checkpoint intact and loadable."""
+    real_save, calls = checkpoint.torch.save, []
+
+    def save_until_the_disk_is_full(payload, file):
+        calls.append(file)
+        if len(calls) == 2:
+            file.write(b"partial")
+            raise OSError(28, "No space left on device")
+        real_save(payload, file)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save_until_the_disk_is_full)
+    with pytest.raises(checkpoint.CheckpointWriteError) as err:
+        train(tmp_path, tiny_overrides(corpus_file, "max_iters=8", "eval_interval=4"))
+    assert (
+        str(err.value)
+        == f"cannot write checkpoint {tmp_path / 'checkpoints' / 'ckpt_0000008.pt'}: No space left on device"
+    )
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "ckpt_0000004.pt"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "ckpt_0000004.pt")["state"]["step"] == 4

@@ -42,6 +42,7 @@ class CheckpointDirectory:
             staging.unlink(missing_ok=True)
             os.link(path, staging)
             os.replace(staging, self.directory / BEST)
+            _fsync_folder(self.directory)
         self._rotate()
         return path
 
@@ -62,10 +63,36 @@ class CheckpointDirectory:
 
 
 def _atomic_save(payload: dict, path: Path) -> None:
-    """Write to a temporary file and rename it: a crash mid-write never leaves a torn checkpoint."""
+    """Write to a temporary file, flush it to disk, rename it, and flush the folder: a crash or a
+    power cut never leaves a torn checkpoint. A failed write (disk full, permission) removes the
+    temporary file, leaves every earlier checkpoint as it was, and raises CheckpointWriteError."""
     staging = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, staging)
-    os.replace(staging, path)
+    try:
+        with open(staging, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(staging, path)
+        _fsync_folder(path.parent)
+    except OSError as err:
+        staging.unlink(missing_ok=True)
+        raise CheckpointWriteError(path, err) from None
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint failed; the message names the file and the OS error in one line."""
+
+    def __init__(self, path: Path, err: OSError):
+        self.path = path
+        super().__init__(f"cannot write checkpoint {path}: {err.strerror or err}")
 
 
 CHECKPOINT_PATH = "the path of a checkpoint file, or of a folder with ckpt_*.pt"

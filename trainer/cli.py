@@ -28,6 +28,7 @@ from rich.console import Console
 
 from stability import TrainingDiverged
 from trainer.build import build_trainer
+from trainer.checkpoint import CheckpointWriteError
 from trainer.config import register_schemas
 from trainer.contract import check, check_writable
 from trainer.errors import ConfigError, UserError
@@ -36,6 +37,7 @@ from trainer.loop import StopRequested
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_WRITE_FAILED = 74  # EX_IOERR: the run folder could not be written (disk full, permission)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 EXIT_TERMINATED = 143  # 128 + SIGTERM; also after SIGUSR1
 LOG_WIDTH = 160
@@ -65,6 +67,9 @@ def train(cfg: DictConfig) -> float:
     except TrainingDiverged as err:
         print(f"error: training diverged: {err}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
+    except CheckpointWriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_WRITE_FAILED)
     except StopRequested as stop:
         name = signal.Signals(stop.signal_number).name
         saved = f"checkpoint {stop.checkpoint}" if stop.checkpoint else "nothing learnt yet, no checkpoint"
