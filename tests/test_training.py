@@ -1,5 +1,6 @@
 """End-to-end runs of the Trainer, in-process on a small generated corpus."""
 
+import copy
 import io
 import json
 
@@ -104,15 +105,6 @@ def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path):
 
 def test_gradient_accumulation_backpropagates_every_micro_batch(tmp_path, corpus_file):
     """Two micro-batches of B give the gradient of their mean loss: each has its own data and backward."""
-    import copy
-    import io
-
-    from rich.console import Console
-
-    from tests.conftest import compose_config
-    from trainer import checkpoint
-from trainer.build import build_trainer
-
     overrides = tiny_overrides(corpus_file, "mode=language_model", "gradient_accumulation_steps=2", "optim.grad_clip=0")
     trainer = build_trainer(compose_config(overrides), tmp_path, Console(file=io.StringIO()))
     reference = copy.deepcopy(trainer.raw_model)
