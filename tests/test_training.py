@@ -177,3 +177,23 @@ def test_a_failed_checkpoint_write_keeps_the_earlier_ones(tmp_path, corpus_file,
     )
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "ckpt_0000004.pt"]
     assert load_checkpoint(tmp_path / "checkpoints" / "ckpt_0000004.pt")["state"]["step"] == 4
+
+
+def test_resume_refuses_a_changed_config_unless_asked(tmp_path, corpus_file):
+    train(tmp_path, tiny_overrides(corpus_file, "max_iters=4", "eval_interval=4"))
+    with pytest.raises(ConfigError) as err:
+        train(tmp_path, tiny_overrides(corpus_file, "max_iters=8", "resume=auto", "optim.lr=1e-3", "seed=7"))
+    assert err.value.key == "resume" and "optim.lr: 0.003 -> 0.001" in str(err.value) and "seed: 1337 -> 7" in str(err)
+    asked = ("resume_changes=[optim.lr]", "optim.lr=1e-3", "log_interval=2")
+    trainer, printed = train(tmp_path, tiny_overrides(corpus_file, "max_iters=8", "resume=auto", *asked))
+    assert trainer.state.step == 8 and trainer.cfg.optim.lr == 1e-3
+    assert "resume: optim.lr changed 0.003 -> 0.001" in printed and "resume: log_interval changed 5 -> 2" in printed
+
+
+def test_raising_max_iters_keeps_the_decay_horizon(tmp_path, corpus_file):
+    """A run scheduled for 20 steps, resumed to 30: the rate stays at min_lr, no jump back up."""
+    train(tmp_path, tiny_overrides(corpus_file, "max_iters=20", "eval_interval=10"))
+    trainer, printed = train(tmp_path, tiny_overrides(corpus_file, "max_iters=30", "eval_interval=10", "resume=auto"))
+    assert "decays until step 20" in printed
+    lrs = [r["lr"] for r in read_metrics(tmp_path) if r["step"] > 20 and "lr" in r]
+    assert lrs and all(lr == pytest.approx(trainer.cfg.optim.min_lr) for lr in lrs)

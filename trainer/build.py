@@ -32,6 +32,7 @@ from trainer.errors import CheckpointError, ConfigError, DataError
 from trainer.loop import Data, Trainer
 from trainer.objectives import Filler, Objective
 from trainer.recovery import Recovery
+from trainer.resume import reconcile
 from trainer.transfer import Transfer, TransferKind
 from trainer.vocab import Vocabulary
 
@@ -64,6 +65,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     # Everything is accepted: from here on files are written.
     corpus.save()
     record = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    if resumed is not None:
+        for line in reconcile(resumed["config"], record, run):
+            console.print(line, highlight=False, soft_wrap=True)
     write_run_files(record, run_dir, overrides)
     trainer = Trainer(
         cfg=run,

@@ -66,6 +66,8 @@ class Config:
     # none: start fresh (refused if the run folder holds checkpoints); auto: continue the run folder's
     # latest checkpoint, or start fresh; a path: continue from that checkpoint file
     resume: str = "none"
+    # keys a resumed run may change besides run length and reporting, e.g. [optim.lr]
+    resume_changes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         require_plain_name("run_name", self.run_name)

@@ -1,0 +1,78 @@
+"""What a resumed run may change: the config stored in the checkpoint against the composed one.
+
+Run length and reporting may change (each change is printed); anything that changes what is being
+trained (optimizer, schedule, masking, stages, mode, data, seed) is refused unless the user names
+the keys in `resume_changes=[...]`. Raising max_iters keeps the original decay horizon, so the
+learning rate does not jump.
+"""
+
+import copy
+
+from trainer.config import Config
+from trainer.errors import ConfigError
+
+# Keys (or key prefixes, ending in ".") that a resumed run may change without asking.
+FREE_TO_CHANGE = (
+    "max_iters",
+    "eval_interval",
+    "eval_iters",
+    "log_interval",
+    "resume",
+    "resume_changes",
+    "run_name",
+    "checkpoint.",
+    "logger.",
+    "system.",
+    "data.cache_dir",
+    "data.prefetch",
+)
+
+
+def flatten(tree, prefix: str = "") -> dict:
+    """{"a.b": value} for every leaf of nested dicts; lists are leaves."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def reconcile(saved: dict, current: dict, run: Config) -> list[str]:
+    """Check the differences between the checkpoint's config and this run's (`current`, the record
+    the new checkpoints will store); return the lines that say what changed.
+
+    Raises ConfigError listing `key: saved -> now` for changes nobody asked for.
+    """
+    saved = copy.deepcopy(saved)
+    lines = keep_decay_horizon(saved, current, run)
+    before, after = flatten(saved), flatten(current)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    asked = tuple(run.resume_changes)
+    refused = [k for k in changed if not _matches(k, FREE_TO_CHANGE) and not _matches(k, asked, exact=True)]
+    if refused:
+        listed = "; ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in refused)
+        raise ConfigError(
+            "resume",
+            f"the config differs from the checkpoint's ({listed})",
+            "the same values, or resume_changes=[KEY, ...]",
+        )
+    changes = [f"resume: {k} changed {before.get(k)!r} -> {after.get(k)!r}" for k in changed if k != "resume"]
+    return changes + lines
+
+
+def keep_decay_horizon(saved: dict, current: dict, run: Config) -> list[str]:
+    """`optim.lr_decay_iters: null` means "until max_iters" of the run that started the schedule: a
+    resume that raises max_iters keeps that horizon instead of making the learning rate jump. Both
+    configs (and the run) get the horizon written out, so it is compared and saved as a number."""
+    horizon = saved["optim"]["lr_decay_iters"] = saved["optim"]["lr_decay_iters"] or saved["max_iters"]
+    if run.optim.lr_decay_iters is not None:
+        return []
+    run.optim.lr_decay_iters = current["optim"]["lr_decay_iters"] = horizon
+    if horizon == run.max_iters:
+        return []
+    return [f"resume: the learning rate decays until step {horizon}, as in the run resumed (optim.lr_decay_iters)"]
+
+
+def _matches(key: str, patterns: tuple[str, ...], exact: bool = False) -> bool:
+    return any(key == p or key.startswith(p if p.endswith(".") and not exact else f"{p}.") for p in patterns)
