@@ -11,7 +11,7 @@ from rich.console import Console
 from tests.conftest import compose_config, tiny_overrides, train
 from trainer import checkpoint
 from trainer.build import build_trainer
-from trainer.checkpoint import load_checkpoint
+from trainer.checkpoint import CheckpointDirectory, load_checkpoint
 from trainer.errors import CheckpointError, ConfigError
 from trainer.objectives.staged import masked_rows
 from trainer.objectives.unmasking import UnmaskingObjective
@@ -175,7 +175,11 @@ def test_a_failed_checkpoint_write_keeps_the_earlier_ones(tmp_path, corpus_file,
         str(err.value)
         == f"cannot write checkpoint {tmp_path / 'checkpoints' / 'ckpt_0000008.pt'}: No space left on device"
     )
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "ckpt_0000004.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "best.pt",
+        "ckpt_0000004.pt",
+        "lineage.json",
+    ]
     assert load_checkpoint(tmp_path / "checkpoints" / "ckpt_0000004.pt")["state"]["step"] == 4
 
 
@@ -197,3 +201,19 @@ def test_raising_max_iters_keeps_the_decay_horizon(tmp_path, corpus_file):
     assert "decays until step 20" in printed
     lrs = [r["lr"] for r in read_metrics(tmp_path) if r["step"] > 20 and "lr" in r]
     assert lrs and all(lr == pytest.approx(trainer.cfg.optim.min_lr) for lr in lrs)
+
+
+def test_resuming_an_earlier_checkpoint_starts_a_new_line(tmp_path, corpus_file):
+    """Resume step 10 in a folder that also holds 20 and 30: the new line is 10 -> 20, and neither
+    rotation nor resume=auto ever reaches the abandoned step 30."""
+    common = ("eval_interval=10", "checkpoint.keep_last=5", "optim.lr_decay_iters=30")
+    train(tmp_path, tiny_overrides(corpus_file, "max_iters=30", *common))
+    folder = tmp_path / "checkpoints"
+    abandoned = (folder / "ckpt_0000030.pt").read_bytes()
+    train(tmp_path, tiny_overrides(corpus_file, "max_iters=20", f"resume={folder / 'ckpt_0000010.pt'}", *common))
+    line = CheckpointDirectory(folder, keep_last=5)
+    assert line.lineage() == [10, 20] and line.latest() == folder / "ckpt_0000020.pt"
+    assert load_checkpoint(folder / "ckpt_0000020.pt")["state"]["step"] == 20
+    assert (folder / "ckpt_0000030.pt").read_bytes() == abandoned  # left alone, but not in the line
+    trainer, printed = train(tmp_path, tiny_overrides(corpus_file, "max_iters=20", "resume=auto", *common))
+    assert f"resumed from {folder / 'ckpt_0000020.pt'}" in printed and trainer.state.step == 20

@@ -97,6 +97,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
         trainer.load_payload(resumed)
         faults.load_state_dict(resumed.get("faults", []))
         trainer.last_checkpoint = trainer.resumed_from = resumed_path
+        checkpoints.branch_from(trainer.state.step)
     return trainer
 
 

@@ -4,6 +4,7 @@ A checkpoint holds only plain data (tensors, numbers, strings, lists, dicts), so
 `torch.load(weights_only=True)` and never needs a pickled class of this package.
 """
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from trainer.vocab import Vocabulary
 
 _STEP_FILE = re.compile(r"^ckpt_(\d+)\.pt$")
 BEST = "best.pt"
+LINEAGE = "lineage.json"
 
 
 @dataclass
@@ -29,12 +31,21 @@ class CheckpointConfig:
 
 
 class CheckpointDirectory:
+    """The checkpoints of one run folder and its line of training.
+
+    `lineage.json` lists the steps of the current line, oldest first (written atomically). Resuming
+    an earlier checkpoint starts a new line from it: later steps of the abandoned line are no longer
+    in it, so rotation, `resume=auto` and rollbacks never reach them. A folder without the file (an
+    older run) is read as one line of all its step files.
+    """
+
     def __init__(self, directory: Path, keep_last: int):
         self.directory, self.keep_last = Path(directory), keep_last
+        self.lineage_file = self.directory / LINEAGE
 
     def save(self, payload: dict, step: int, is_best: bool) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"ckpt_{step:07d}.pt"
+        path = self._path(step)
         _atomic_save(payload, path)
         if is_best:
             # A hard link costs no second write; the rename keeps `best.pt` always complete.
@@ -43,23 +54,41 @@ class CheckpointDirectory:
             os.link(path, staging)
             os.replace(staging, self.directory / BEST)
             _fsync_folder(self.directory)
-        self._rotate()
+        line = [s for s in self.lineage() if s < step] + [step]
+        for old in line[: -self.keep_last]:
+            self._path(old).unlink(missing_ok=True)
+        self._write_lineage(line[-self.keep_last :])
         return path
 
+    def branch_from(self, step: int) -> None:
+        """A resume from the checkpoint of `step`: the line continues from there."""
+        if self.lineage_file.exists() or self.step_files():
+            self._write_lineage([s for s in self.lineage() if s <= step])
+
+    def lineage(self) -> list[int]:
+        if self.lineage_file.exists():
+            return json.loads(self.lineage_file.read_text())["steps"]
+        return [int(_STEP_FILE.match(p.name).group(1)) for p in self.step_files()]
+
     def step_files(self) -> list[Path]:
-        """This run's step checkpoints, oldest first."""
+        """Every step checkpoint in the folder, oldest first (whatever line it belongs to)."""
         if not self.directory.is_dir():
             return []
         found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _STEP_FILE.match(p.name))]
         return [p for _, p in sorted(found)]
 
     def latest(self) -> Path | None:
-        files = self.step_files()
-        return files[-1] if files else None
+        """The newest checkpoint of the current line."""
+        existing = [self._path(s) for s in self.lineage() if self._path(s).is_file()]
+        return existing[-1] if existing else None
 
-    def _rotate(self) -> None:
-        for old in self.step_files()[: -self.keep_last]:
-            old.unlink()
+    def _path(self, step: int) -> Path:
+        return self.directory / f"ckpt_{step:07d}.pt"
+
+    def _write_lineage(self, steps: list[int]) -> None:
+        staging = self.directory / f".{LINEAGE}.tmp"
+        staging.write_text(json.dumps({"steps": steps}))
+        os.replace(staging, self.lineage_file)
 
 
 def _atomic_save(payload: dict, path: Path) -> None:
