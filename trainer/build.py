@@ -129,7 +129,7 @@ def make_data(run: Config, corpus: PreparedCorpus, objective: Objective, device:
 def checkpoint_to_resume(run: Config, checkpoints: CheckpointDirectory) -> tuple[dict | None, Path | None]:
     """The checkpoint named by `resume`, loaded, and its path; (None, None) for a fresh start."""
     if run.resume == "none":
-        found = earlier_run_artefacts(run, checkpoints.directory.parent)
+        found = earlier_run_artefacts(run, checkpoints)
         if found:
             raise ConfigError(
                 "resume",
@@ -143,16 +143,17 @@ def checkpoint_to_resume(run: Config, checkpoints: CheckpointDirectory) -> tuple
     return load_checkpoint(path), path
 
 
-def earlier_run_artefacts(run: Config, run_dir: Path) -> list[str]:
-    """What an earlier run left in `run_dir` (checkpoints, metrics, saved config), as relative paths."""
-    names = {"checkpoints", ".hydra/config.yaml", "metrics.jsonl"}
+def earlier_run_artefacts(run: Config, checkpoints: CheckpointDirectory) -> list[str]:
+    """What an earlier run left in the run folder (checkpoints, metrics, saved config), as paths
+    relative to it."""
+    run_dir = checkpoints.directory.parent
+    names = {".hydra/config.yaml", "metrics.jsonl"}
     if run.logger.jsonl is not None:
         names.add(run.logger.jsonl.filename)
-    found = []
-    for path in (run_dir / name for name in sorted(names)):
-        files = sorted(path.iterdir()) if path.is_dir() else [path] if path.is_file() else []
-        found += [str(f.relative_to(run_dir)) for f in files]
-    return found
+    files = [run_dir / name for name in sorted(names)]
+    if checkpoints.directory.is_dir():
+        files += sorted(checkpoints.directory.iterdir())
+    return [str(f.relative_to(run_dir)) for f in files if f.is_file()]
 
 
 def prepare_corpus(run: Config) -> PreparedCorpus:

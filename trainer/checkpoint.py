@@ -45,7 +45,7 @@ class CheckpointDirectory:
 
     def save(self, payload: dict, step: int, is_best: bool) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._path(step)
+        path = self.path_of(step)
         _atomic_save(payload, path)
         if is_best:
             # A hard link costs no second write; the rename keeps `best.pt` always complete.
@@ -56,7 +56,7 @@ class CheckpointDirectory:
             _fsync_folder(self.directory)
         line = [s for s in self.lineage() if s < step] + [step]
         for old in line[: -self.keep_last]:
-            self._path(old).unlink(missing_ok=True)
+            self.path_of(old).unlink(missing_ok=True)
         self._write_lineage(line[-self.keep_last :])
         return path
 
@@ -79,10 +79,11 @@ class CheckpointDirectory:
 
     def latest(self) -> Path | None:
         """The newest checkpoint of the current line."""
-        existing = [self._path(s) for s in self.lineage() if self._path(s).is_file()]
+        existing = [self.path_of(s) for s in self.lineage() if self.path_of(s).is_file()]
         return existing[-1] if existing else None
 
-    def _path(self, step: int) -> Path:
+    def path_of(self, step: int) -> Path:
+        """The file of the checkpoint of `step` (whether or not it exists)."""
         return self.directory / f"ckpt_{step:07d}.pt"
 
     def _write_lineage(self, steps: list[int]) -> None:

@@ -195,7 +195,7 @@ class Trainer:
         self.stop_signal = signal_number
 
     def stop(self) -> None:
-        if self.last_checkpoint is None or self.last_checkpoint.name != f"ckpt_{self.state.step:07d}.pt":
+        if self.last_checkpoint != self.checkpoints.path_of(self.state.step):
             self.save_checkpoint(is_best=False)
         raise StopRequested(self.stop_signal, self.state.step, self.last_checkpoint)
 

@@ -11,7 +11,7 @@ import copy
 from trainer.config import Config
 from trainer.errors import ConfigError
 
-# Keys (or key prefixes, ending in ".") that a resumed run may change without asking.
+# Keys (and the keys below them) that a resumed run may change without asking.
 FREE_TO_CHANGE = (
     "max_iters",
     "eval_interval",
@@ -20,9 +20,9 @@ FREE_TO_CHANGE = (
     "resume",
     "resume_changes",
     "run_name",
-    "checkpoint.",
-    "logger.",
-    "system.",
+    "checkpoint",
+    "logger",
+    "system",
     "data.cache_dir",
     "data.prefetch",
 )
@@ -49,7 +49,7 @@ def reconcile(saved: dict, current: dict, run: Config) -> list[str]:
     before, after = flatten(saved), flatten(current)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     asked = tuple(run.resume_changes)
-    refused = [k for k in changed if not _matches(k, FREE_TO_CHANGE) and not _matches(k, asked, exact=True)]
+    refused = [k for k in changed if not _matches(k, FREE_TO_CHANGE) and not _matches(k, asked)]
     if refused:
         listed = "; ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in refused)
         raise ConfigError(
@@ -74,5 +74,6 @@ def keep_decay_horizon(saved: dict, current: dict, run: Config) -> list[str]:
     return [f"resume: the learning rate decays until step {horizon}, as in the run resumed (optim.lr_decay_iters)"]
 
 
-def _matches(key: str, patterns: tuple[str, ...], exact: bool = False) -> bool:
-    return any(key == p or key.startswith(p if p.endswith(".") and not exact else f"{p}.") for p in patterns)
+def _matches(key: str, patterns: tuple[str, ...]) -> bool:
+    """Whether `key` is one of `patterns` or lies below one (`system` covers `system.device`)."""
+    return any(key == p or key.startswith(f"{p}.") for p in patterns)

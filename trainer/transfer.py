@@ -72,7 +72,6 @@ class Transfer:
         make_optimizer: Callable[[list[dict]], torch.optim.Optimizer],
     ):
         self.config, self.weight_decay, self.make_optimizer = config, weight_decay, make_optimizer
-        self.freezes, self.lr_multiplier = config.freezes, config.unfreeze_lr_multiplier
 
     def load_trunk(self, model: GPT, path: str, vocab: Vocabulary) -> None:
         """Copy the trunk (`transformer.*`) of the checkpoint at `path`; the head keeps its fresh init."""
@@ -102,9 +101,9 @@ class Transfer:
 
     def optimizer_for(self, model: GPT, unfrozen: bool) -> torch.optim.Optimizer:
         """A fresh optimizer whose groups match the frozen state (its state is loaded right after)."""
-        trainable = not self.freezes or unfrozen
+        trainable = not self.config.freezes or unfrozen
         model.transformer.requires_grad_(trainable)
-        if not self.freezes:
+        if not self.config.freezes:
             return self.make_optimizer(model.param_groups(self.weight_decay))
         groups = model.param_groups(self.weight_decay, model.head_parameters())
         if unfrozen:
@@ -113,7 +112,7 @@ class Transfer:
 
     def trunk_groups(self, model: GPT) -> list[dict]:
         groups = model.param_groups(self.weight_decay, model.trunk_parameters(), prefix="trunk_")
-        return [{**group, "lr_multiplier": self.lr_multiplier} for group in groups]
+        return [{**group, "lr_multiplier": self.config.unfreeze_lr_multiplier} for group in groups]
 
     def maybe_unfreeze(self, trainer) -> None:
         state = trainer.state
@@ -125,11 +124,12 @@ class Transfer:
         for group in self.trunk_groups(model):  # the head's groups and Adam state stay as they are
             trainer.optimizer.add_param_group(group)
         state.unfrozen = True
+        multiplier = self.config.unfreeze_lr_multiplier
         trainer.callbacks.on_event(
             trainer,
-            f"unfroze the trunk at step {state.step}: its LR is the scheduled LR x {self.lr_multiplier:g}; "
+            f"unfroze the trunk at step {state.step}: its LR is the scheduled LR x {multiplier:g}; "
             f"{parameter_summary(model)}",
-            {"event": "unfreeze", "lr": trainer.lr, "lr_multiplier": self.lr_multiplier},
+            {"event": "unfreeze", "lr": trainer.lr, "lr_multiplier": multiplier},
         )
 
 
