@@ -1,13 +1,18 @@
 """Shared fixtures: a small generated corpus, a private data cache, and in-process training runs."""
 
 import io
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from rich.console import Console
 
+from trainer import cli
 from trainer.build import build_trainer
 from trainer.cli import CONF_DIR
 from trainer.config import register_schemas
@@ -81,3 +86,39 @@ def unmasking_checkpoint(tmp_path_factory, corpus_file) -> Path:
     run_dir = tmp_path_factory.mktemp("unmasking")
     train(run_dir, tiny_overrides(corpus_file, "max_iters=150", "eval_interval=150", "optim.lr=5e-3"))
     return run_dir / "checkpoints" / "best.pt"
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
+
+
+def assert_rejected(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def run_in_process(monkeypatch, capsys, cwd, *args: str) -> subprocess.CompletedProcess:
+    """`python -m trainer ARGS` in this process: the same main(), exit code and stderr as run_cli,
+    without a second of imports per command (for the rows rejected before training)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["trainer", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exit:  # anything else, a traceback, fails the test
+        code = exit.code
+    finally:
+        GlobalHydra.instance().clear()
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)

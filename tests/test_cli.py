@@ -1,37 +1,12 @@
 """The command line as a user meets it: `python -m trainer ...` in a subprocess."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 
-from tests.conftest import TINY_RUN, tiny_overrides, train
-from trainer import cli
+from tests.conftest import TINY_RUN, assert_rejected, run_cli, run_in_process, tiny_overrides, train
 from trainer.errors import ConfigError
-
-
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "trainer", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-        timeout=300,
-    )
-
-
-def assert_rejected(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -172,28 +147,15 @@ BAD_INPUTS = [
     (["data=text", "data.path=/no/such/file.txt"], ["data.path", "does not exist"]),
     (["data.path=/tmp"], ["data.path", "data=text"]),
     (["resume=/no/such/ckpt.pt"], ["resume", "does not exist"]),
+    (["eval_only=true"], ["eval_only", "resume=auto"]),
+    (["eval_only=true", "resume=auto"], ["eval_only", "holds no checkpoint"]),
+    (["eval_only=maybe"], ["eval_only", "bool"]),
     (["system.device=cuda"] if not torch.cuda.is_available() else ["system.device=tpu"], ["system.device"]),
 ]
 
 
 def cache_entries(data_cache) -> set:
     return {p.name for p in data_cache.iterdir()} if data_cache.exists() else set()
-
-
-def run_in_process(monkeypatch, capsys, cwd, *args: str) -> subprocess.CompletedProcess:
-    """`python -m trainer ARGS` in this process: the same main(), exit code and stderr as run_cli,
-    without a second of imports per command (for the rows rejected before training)."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["trainer", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit:  # anything else, a traceback, fails the test
-        code = exit.code
-    finally:
-        GlobalHydra.instance().clear()
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(list(args), code, out, err)
 
 
 @pytest.mark.parametrize("args,fragments", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])

@@ -28,11 +28,12 @@ from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, check
 from trainer.config import Config
 from trainer.contract import check
 from trainer.corpus import PreparedCorpus, load_text, prepare
-from trainer.errors import CheckpointError, ConfigError, DataError
+from trainer.errors import CheckpointError, DataError
 from trainer.loop import Data, Trainer
 from trainer.objectives import Filler, Objective
 from trainer.recovery import Recovery
-from trainer.resume import reconcile
+from trainer.resume import reconcile, resume_point
+from trainer.state import TrainState
 from trainer.transfer import Transfer, TransferKind
 from trainer.vocab import Vocabulary
 
@@ -40,7 +41,8 @@ from trainer.vocab import Vocabulary
 def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: list[str] = ()) -> Trainer:
     run = check(cfg)
     checkpoints = run.checkpoint.build(run_dir)
-    resumed, resumed_path = checkpoint_to_resume(run, checkpoints)
+    resumed_path = resume_point(run, checkpoints)
+    resumed = load_checkpoint(resumed_path) if resumed_path is not None else None
     corpus = prepare_corpus(run)
     vocab = corpus.vocab
     device, autocast, dtype = run.system.resolve()
@@ -68,7 +70,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     if resumed is not None:
         for line in reconcile(resumed["config"], record, run):
             console.print(line, highlight=False, soft_wrap=True)
-    write_run_files(record, run_dir, overrides)
+    if not run.eval_only:
+        write_run_files(record, run_dir, overrides)
     trainer = Trainer(
         cfg=run,
         config_record=record,
@@ -97,8 +100,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
         trainer.load_payload(resumed)
         faults.load_state_dict(resumed.get("faults", []))
         trainer.last_checkpoint = trainer.resumed_from = resumed_path
-        checkpoints.branch_from(trainer.state.step)
+        if not run.eval_only:
+            continue_line(checkpoints, trainer.state, console)
     return trainer
+
+
+def continue_line(checkpoints: CheckpointDirectory, state: TrainState, console: Console) -> None:
+    """The resumed checkpoint's step is now the end of the run folder's line of training, and
+    best.pt holds the best state of that line."""
+    checkpoints.branch_from(state.step)
+    repaired = checkpoints.check_best(state.best_step)
+    if repaired is not None:
+        console.print(repaired, highlight=False, soft_wrap=True)
 
 
 def make_data(run: Config, corpus: PreparedCorpus, objective: Objective, device: torch.device) -> Data:
@@ -124,36 +137,6 @@ def make_data(run: Config, corpus: PreparedCorpus, objective: Objective, device:
         )
     ]
     return Data(stream, windows["train"], validation_set)
-
-
-def checkpoint_to_resume(run: Config, checkpoints: CheckpointDirectory) -> tuple[dict | None, Path | None]:
-    """The checkpoint named by `resume`, loaded, and its path; (None, None) for a fresh start."""
-    if run.resume == "none":
-        found = earlier_run_artefacts(run, checkpoints)
-        if found:
-            raise ConfigError(
-                "resume",
-                f"{checkpoints.directory.parent} already holds a run ({', '.join(found)})",
-                "resume=auto to continue it, or another run_name for a new run",
-            )
-        return None, None
-    path = checkpoints.latest() if run.resume == "auto" else Path(run.resume)
-    if path is None:
-        return None, None
-    return load_checkpoint(path), path
-
-
-def earlier_run_artefacts(run: Config, checkpoints: CheckpointDirectory) -> list[str]:
-    """What an earlier run left in the run folder (checkpoints, metrics, saved config), as paths
-    relative to it."""
-    run_dir = checkpoints.directory.parent
-    names = {".hydra/config.yaml", "metrics.jsonl"}
-    if run.logger.jsonl is not None:
-        names.add(run.logger.jsonl.filename)
-    files = [run_dir / name for name in sorted(names)]
-    if checkpoints.directory.is_dir():
-        files += sorted(checkpoints.directory.iterdir())
-    return [str(f.relative_to(run_dir)) for f in files if f.is_file()]
 
 
 def prepare_corpus(run: Config) -> PreparedCorpus:
@@ -198,7 +181,7 @@ def make_callbacks(run: Config, run_dir: Path, console: Console, model: GPT) -> 
     callbacks = [StepReporter(run.log_interval, model.estimate_flops_per_token(), run.system.peak_flops)]
     if run.logger.console is not None:
         callbacks.append(run.logger.console.build(console))
-    if run.logger.jsonl is not None:
+    if run.logger.jsonl is not None and not run.eval_only:
         callbacks.append(run.logger.jsonl.build(run_dir))
     return CallbackList(callbacks)
 

@@ -44,38 +44,64 @@ class CheckpointDirectory:
         self.lineage_file = self.directory / LINEAGE
 
     def save(self, payload: dict, step: int, is_best: bool) -> Path:
+        """Write the checkpoint of `step`, make it the newest of the line, rotate, link `best.pt`.
+
+        The order keeps every kill harmless: the file is complete before the line names it, the
+        line names it before older files go, and a kill before `best.pt` is linked is repaired by
+        `check_best` when the run is resumed.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path_of(step)
         _atomic_save(payload, path)
+        line = ([s for s in self.lineage() if s < step] + [step])[-self.keep_last :]
+        self._write_lineage(line)
+        for old in self.step_files():
+            if _step_number(old) < line[0]:  # rotated out, or of an abandoned line this one has passed
+                old.unlink(missing_ok=True)
         if is_best:
-            # A hard link costs no second write; the rename keeps `best.pt` always complete.
-            staging = self.directory / f".{BEST}.tmp"
-            staging.unlink(missing_ok=True)
-            os.link(path, staging)
-            os.replace(staging, self.directory / BEST)
-            _fsync_folder(self.directory)
-        line = [s for s in self.lineage() if s < step] + [step]
-        for old in line[: -self.keep_last]:
-            self.path_of(old).unlink(missing_ok=True)
-        self._write_lineage(line[-self.keep_last :])
+            self._link_best(path)
         return path
 
     def branch_from(self, step: int) -> None:
-        """A resume from the checkpoint of `step`: the line continues from there."""
+        """A resume from the checkpoint of `step`: the line continues from there. Temporary files
+        of writes a kill interrupted are removed."""
+        for staging in self.directory.glob(".*.tmp"):
+            staging.unlink(missing_ok=True)
         if self.lineage_file.exists() or self.step_files():
             self._write_lineage([s for s in self.lineage() if s <= step])
+
+    def check_best(self, best_step: int | None) -> str | None:
+        """Make `best.pt` hold the state of `best_step`, the best of the line being resumed.
+
+        A kill between writing a checkpoint and linking it, or a resume that abandons a later line,
+        leaves `best.pt` holding another state. Returns a line saying what was repaired, or None.
+        """
+        best = self.directory / BEST
+        source = self.path_of(best_step) if best_step is not None else None
+        if source is not None and source.is_file():
+            if best.is_file() and os.path.samefile(best, source):
+                return None
+            self._link_best(source)
+            return f"checkpoints: best.pt now holds step {best_step}, the best of the line resumed"
+        if not best.is_file():
+            return None
+        held = _step_of(best)
+        if held is not None and held == best_step:
+            return None
+        best.unlink()
+        _fsync_folder(self.directory)
+        return f"checkpoints: removed best.pt (step {held}): it is not the best state of the line resumed"
 
     def lineage(self) -> list[int]:
         if self.lineage_file.exists():
             return json.loads(self.lineage_file.read_text())["steps"]
-        return [int(_STEP_FILE.match(p.name).group(1)) for p in self.step_files()]
+        return [_step_number(p) for p in self.step_files()]
 
     def step_files(self) -> list[Path]:
         """Every step checkpoint in the folder, oldest first (whatever line it belongs to)."""
         if not self.directory.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _STEP_FILE.match(p.name))]
-        return [p for _, p in sorted(found)]
+        return sorted((p for p in self.directory.iterdir() if _STEP_FILE.match(p.name)), key=_step_number)
 
     def latest(self) -> Path | None:
         """The newest checkpoint of the current line."""
@@ -86,10 +112,22 @@ class CheckpointDirectory:
         """The file of the checkpoint of `step` (whether or not it exists)."""
         return self.directory / f"ckpt_{step:07d}.pt"
 
+    def _link_best(self, path: Path) -> None:
+        # A hard link costs no second write; the rename keeps `best.pt` always complete.
+        staging = self.directory / f".{BEST}.tmp"
+        staging.unlink(missing_ok=True)
+        os.link(path, staging)
+        os.replace(staging, self.directory / BEST)
+        _fsync_folder(self.directory)
+
     def _write_lineage(self, steps: list[int]) -> None:
         staging = self.directory / f".{LINEAGE}.tmp"
-        staging.write_text(json.dumps({"steps": steps}))
+        with open(staging, "w") as file:
+            json.dump({"steps": steps}, file)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(staging, self.lineage_file)
+        _fsync_folder(self.directory)
 
 
 def _atomic_save(payload: dict, path: Path) -> None:
@@ -107,6 +145,19 @@ def _atomic_save(payload: dict, path: Path) -> None:
     except OSError as err:
         staging.unlink(missing_ok=True)
         raise CheckpointWriteError(path, err) from None
+
+
+def _step_number(path: Path) -> int:
+    """The step in a step checkpoint's file name."""
+    return int(_STEP_FILE.match(path.name).group(1))
+
+
+def _step_of(path: Path) -> int | None:
+    """The step a checkpoint file holds (read lazily: the tensors stay on disk), None if unreadable."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["state"]["step"]
+    except Exception:  # a foreign or damaged file holds no step of this run
+        return None
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -144,11 +195,14 @@ def find_checkpoint(path: str | Path, key: str) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, key: str = "resume") -> dict:
-    """Load a checkpoint on the CPU with `weights_only=True`; CheckpointError for a bad file."""
+def load_checkpoint(path: str | Path, key: str = "resume", lazy: bool = False) -> dict:
+    """Load a checkpoint on the CPU with `weights_only=True`; CheckpointError for a bad file.
+
+    `lazy` maps the file instead of reading it: cheap when only the config or state is needed.
+    """
     path = find_checkpoint(path, key)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=lazy)
     except Exception as err:  # a truncated or foreign file fails in many ways; all mean "corrupt"
         raise CheckpointError(
             key,

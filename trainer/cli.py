@@ -33,7 +33,8 @@ from trainer.config import register_schemas
 from trainer.contract import check, check_writable
 from trainer.errors import ConfigError, UserError
 from trainer.hydra_errors import one_line
-from trainer.loop import StopRequested
+from trainer.loop import EVALUATIONS, StopRequested
+from trainer.resume import check_resume
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -60,6 +61,10 @@ def train(cfg: DictConfig) -> float:
     except UserError as err:
         _remove_if_empty(_created_by_this_run or run_dir)
         fail(str(err))
+    if trainer.cfg.eval_only:
+        metrics = trainer.evaluate_only()
+        console.print(f"evaluated {trainer.resumed_from}; metrics appended to {run_dir / EVALUATIONS}", highlight=False)
+        return metrics["val/loss"]
     console.print(f"run directory: {run_dir}", highlight=False)
     stop_on_signals(trainer)
     try:
@@ -133,11 +138,12 @@ def preflight(args: argparse.Namespace) -> None:
         return
     refuse_removed_groups(args.overrides)
     key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
+    refused = []  # (job number, its run folder, the error) of the jobs whose resume is refused
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="trainer"):
         jobs = sweep_jobs(args.overrides) if args.multirun else [args.overrides]
         if not jobs:
             raise ConfigError("--multirun", "the sweep has no job", "overrides whose sweeps hold at least one value")
-        for overrides in jobs:
+        for number, overrides in enumerate(jobs):
             cfg = compose_job(overrides)
             job = copy.deepcopy(cfg)
             with open_dict(job):
@@ -146,7 +152,32 @@ def preflight(args: argparse.Namespace) -> None:
             output = OmegaConf.select(cfg, key)
             check_writable(output, key)
             check_writable(run.data.cache_dir, "data.cache_dir")
+            run_dir = job_folder(cfg, number) if args.multirun else Path(output)
+            try:
+                check_resume(run, OmegaConf.to_container(job, resolve=True, enum_to_str=True), run_dir)
+            except UserError as err:
+                refused.append((number, run_dir, err))
+    refuse_resumes(refused, args.multirun)
     _created_by_this_run = first_missing_folder(Path(output))
+
+
+def job_folder(cfg: DictConfig, number: int) -> Path:
+    """The run folder of job `number` of a sweep, as Hydra's launcher will name it."""
+    with open_dict(cfg):
+        cfg.hydra.job.num = cfg.hydra.job.id = number
+    return Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
+
+
+def refuse_resumes(refused: list[tuple[int, Path, UserError]], multirun: bool) -> None:
+    """One error for all the jobs whose resume is refused: a re-launched sweep whose job numbers now
+    mean other values is refused job by job, before any job runs."""
+    if not refused:
+        return
+    _, _, first = refused[0]
+    if not multirun:
+        raise first
+    problems = "; ".join(f"job {number} ({folder}): {err.problem}" for number, folder, err in refused)
+    raise type(first)(first.key, problems, first.allowed)
 
 
 def refuse_removed_groups(overrides: list[str]) -> None:

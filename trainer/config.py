@@ -68,11 +68,20 @@ class Config:
     resume: str = "none"
     # keys a resumed run may change besides run length and reporting, e.g. [optim.lr]
     resume_changes: list[str] = field(default_factory=list)
+    # evaluate the checkpoint to resume and exit: prints its metrics and appends them to
+    # evaluations.jsonl in the run folder; nothing else is written
+    eval_only: bool = False
 
     def __post_init__(self):
         require_plain_name("run_name", self.run_name)
         if self.resume not in ("none", "auto"):
             find_checkpoint(self.resume, "resume")
+        if self.eval_only and self.resume == "none":
+            raise ConfigError(
+                "eval_only",
+                "evaluates the checkpoint to resume, and resume=none names none",
+                "resume=auto or resume=PATH",
+            )
         self._check_curriculum()
         self._check_schedule()
         if self.transfer.freezes and self.mode.head == Head.lm:

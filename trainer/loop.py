@@ -1,6 +1,7 @@
 """The training loop. Everything it needs is built by trainer/build.py and handed in."""
 
 import copy
+import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from trainer.recovery import Recovery
 from trainer.state import TrainState, capture_rng, restore_rng
 from trainer.transfer import Transfer
 from trainer.vocab import Vocabulary
+
+EVALUATIONS = "evaluations.jsonl"  # what eval_only runs write into the run folder
 
 
 class StopRequested(Exception):
@@ -107,6 +110,24 @@ class Trainer:
             self.data.stream.close()
         self.callbacks.on_train_end(self)
 
+    def evaluate_only(self) -> dict[str, float]:
+        """eval_only: evaluate the resumed state, report it, and append the metrics to
+        evaluations.jsonl in the run folder (the only file written); returns them."""
+        metrics = self.evaluate()
+        self.callbacks.on_eval(self, metrics)
+        record = {
+            "checkpoint": str(self.resumed_from),
+            "step": self.state.step,
+            "stage/index": self.state.stage,
+            "eval_iters": self.cfg.eval_iters,
+            **metrics,
+        }
+        path = self.run_dir / EVALUATIONS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+        return metrics
+
     def train_step(self) -> StepMetrics:
         """Forward and backward over the micro-batches of one step, then unscale and clip."""
         step = self.state.step
@@ -182,7 +203,7 @@ class Trainer:
             return False
         is_best = metrics["val/loss"] < self.state.best_val_loss
         if is_best:
-            self.state.best_val_loss = metrics["val/loss"]
+            self.state.best_val_loss, self.state.best_step = metrics["val/loss"], self.state.step
         advance = self.curriculum.after_eval(self.state, metrics["val/loss"]) if self.curriculum else None
         self.callbacks.on_eval(self, metrics)
         if advance is not None:

@@ -7,7 +7,9 @@ learning rate does not jump.
 """
 
 import copy
+from pathlib import Path
 
+from trainer.checkpoint import CheckpointDirectory, find_checkpoint, load_checkpoint
 from trainer.config import Config
 from trainer.errors import ConfigError
 
@@ -19,6 +21,7 @@ FREE_TO_CHANGE = (
     "log_interval",
     "resume",
     "resume_changes",
+    "eval_only",
     "run_name",
     "checkpoint",
     "logger",
@@ -26,6 +29,51 @@ FREE_TO_CHANGE = (
     "data.cache_dir",
     "data.prefetch",
 )
+
+
+def check_resume(run: Config, record: dict, run_dir: Path) -> None:
+    """Refuse now what building the run in `run_dir` would refuse about resuming: a fresh run into
+    a used folder, eval_only without a checkpoint, a checkpoint that cannot be read, a changed
+    config. Reads only the checkpoint's stored config (the file is mapped, not loaded)."""
+    run = copy.deepcopy(run)
+    path = resume_point(run, run.checkpoint.build(run_dir))
+    if path is not None:
+        reconcile(load_checkpoint(path, lazy=True)["config"], copy.deepcopy(record), run)
+
+
+def resume_point(run: Config, checkpoints: CheckpointDirectory) -> Path | None:
+    """The checkpoint file this run continues (or, with eval_only, evaluates); None for a fresh start.
+
+    Raises ConfigError for a fresh run into a folder an earlier run used, and for eval_only without
+    a checkpoint.
+    """
+    run_dir = checkpoints.directory.parent
+    if run.resume == "none":
+        found = earlier_run_artefacts(run, checkpoints)
+        if found:
+            raise ConfigError(
+                "resume",
+                f"{run_dir} already holds a run ({', '.join(found)})",
+                "resume=auto to continue it, or another run_name for a new run",
+            )
+        return None
+    path = checkpoints.latest() if run.resume == "auto" else find_checkpoint(run.resume, "resume")
+    if path is None and run.eval_only:
+        raise ConfigError("eval_only", f"{run_dir} holds no checkpoint to evaluate", "resume=PATH of a checkpoint")
+    return path
+
+
+def earlier_run_artefacts(run: Config, checkpoints: CheckpointDirectory) -> list[str]:
+    """What an earlier run left in the run folder (checkpoints, metrics, saved config), as paths
+    relative to it."""
+    run_dir = checkpoints.directory.parent
+    names = {".hydra/config.yaml", "metrics.jsonl"}
+    if run.logger.jsonl is not None:
+        names.add(run.logger.jsonl.filename)
+    files = [run_dir / name for name in sorted(names)]
+    if checkpoints.directory.is_dir():
+        files += sorted(checkpoints.directory.iterdir())
+    return [str(f.relative_to(run_dir)) for f in files if f.is_file()]
 
 
 def flatten(tree, prefix: str = "") -> dict:
@@ -57,7 +105,8 @@ def reconcile(saved: dict, current: dict, run: Config) -> list[str]:
             f"the config differs from the checkpoint's ({listed})",
             "the same values, or resume_changes=[KEY, ...]",
         )
-    changes = [f"resume: {k} changed {before.get(k)!r} -> {after.get(k)!r}" for k in changed if k != "resume"]
+    shown = [k for k in changed if k not in ("resume", "eval_only")]  # the user typed these two to resume
+    changes = [f"resume: {k} changed {before.get(k)!r} -> {after.get(k)!r}" for k in shown]
     return changes + lines
 
 

@@ -12,6 +12,7 @@ import torch
 class TrainState:
     step: int = 0  # the next optimizer step to run
     best_val_loss: float = math.inf
+    best_step: int | None = None  # the step whose state best.pt holds (None: no evaluation yet)
     tokens_seen: int = 0
     stage: int = 0  # curriculum: the current training stage
     stale_count: int = 0  # evaluations since the stage's best val loss

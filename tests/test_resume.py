@@ -1,0 +1,136 @@
+"""Resuming: eval_only, best.pt after a kill or a new line of training, re-launched sweeps."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from tests.conftest import assert_rejected, run_cli, run_in_process, tiny_overrides, train
+from trainer.checkpoint import BEST, CheckpointDirectory
+
+LONG_ENOUGH = ("max_iters=8", "eval_interval=4", "checkpoint.keep_last=5")
+
+
+def files_of(folder) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+
+
+def records(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_eval_only_repeats_the_recorded_evaluation_and_writes_nothing_else(tmp_path, corpus_file, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(corpus_file, *LONG_ENOUGH)
+    train(run_dir, args)
+    before = files_of(run_dir)
+
+    result = run_in_process(
+        monkeypatch, capsys, tmp_path, *args, "resume=auto", "eval_only=true", f"hydra.run.dir={run_dir}"
+    )
+    assert result.returncode == 0, result.stderr
+    evaluations = run_dir / "evaluations.jsonl"
+    assert {p: v for p, v in files_of(run_dir).items() if p != evaluations} == before
+    (evaluation,) = records(evaluations)
+    (recorded,) = [r for r in records(run_dir / "metrics.jsonl") if "val/loss" in r and r["step"] == 8]
+    assert evaluation["step"] == 8 and evaluation["checkpoint"].endswith("ckpt_0000008.pt")
+    assert evaluation["val/loss"] == recorded["val/loss"] and evaluation["train/loss"] == recorded["train/loss"]
+    assert "eval at step 8" in result.stdout and str(evaluations) in result.stdout
+
+
+def test_eval_only_of_a_checkpoint_path_evaluates_that_step(tmp_path, corpus_file, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(corpus_file, *LONG_ENOUGH)
+    train(run_dir, args)
+    elsewhere = tmp_path / "eval"
+    checkpoint = run_dir / "checkpoints" / "ckpt_0000004.pt"
+    result = run_in_process(
+        monkeypatch, capsys, tmp_path, *args, f"resume={checkpoint}", "eval_only=true", f"hydra.run.dir={elsewhere}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in elsewhere.iterdir()] == ["evaluations.jsonl"]
+    (evaluation,) = records(elsewhere / "evaluations.jsonl")
+    (recorded,) = [r for r in records(run_dir / "metrics.jsonl") if "val/loss" in r and r["step"] == 4]
+    assert evaluation["step"] == 4 and evaluation["val/loss"] == recorded["val/loss"]
+
+
+class Killed(BaseException):
+    """The process dying at this point (nothing after it runs, no handler catches it)."""
+
+
+def test_a_kill_before_best_pt_is_linked_is_repaired_on_resume(tmp_path, corpus_file, monkeypatch):
+    args = tiny_overrides(corpus_file, *LONG_ENOUGH)
+    link_best = CheckpointDirectory._link_best
+
+    def killed_at_step_8(self, path):
+        if path.name == "ckpt_0000008.pt":
+            raise Killed
+        link_best(self, path)
+
+    monkeypatch.setattr(CheckpointDirectory, "_link_best", killed_at_step_8)
+    with pytest.raises(Killed):
+        train(tmp_path, args)
+    monkeypatch.setattr(CheckpointDirectory, "_link_best", link_best)
+    folder = tmp_path / "checkpoints"
+    saved = torch.load(folder / "ckpt_0000008.pt", weights_only=True)
+    assert saved["state"]["best_step"] == 8  # the setup: step 8 was the best when the kill came
+    assert os.path.samefile(folder / BEST, folder / "ckpt_0000004.pt")
+
+    _, printed = train(tmp_path, [*args, "resume=auto"])
+    assert os.path.samefile(folder / BEST, folder / "ckpt_0000008.pt")
+    assert "best.pt now holds step 8" in printed
+
+
+def test_resuming_an_earlier_checkpoint_takes_best_pt_back_to_its_line(tmp_path, corpus_file):
+    args = tiny_overrides(corpus_file, *LONG_ENOUGH)
+    train(tmp_path, args)
+    folder = tmp_path / "checkpoints"
+    assert os.path.samefile(folder / BEST, folder / "ckpt_0000008.pt")
+    train(tmp_path, [*args, f"resume={folder / 'ckpt_0000004.pt'}", "max_iters=4"])
+    assert os.path.samefile(folder / BEST, folder / "ckpt_0000004.pt")
+
+
+def fake_checkpoint(path, step: int) -> None:
+    torch.save({"state": {"step": step}}, path)
+
+
+@pytest.mark.parametrize(
+    "best_step,best_pt_step,kept",
+    [
+        (4, 4, True),  # ckpt_4 rotated away, best.pt still holds it: right
+        (4, 12, False),  # best.pt holds a step of an abandoned line
+        (None, 12, False),  # the state resumed had no evaluation yet
+    ],
+)
+def test_best_pt_of_a_rotated_step_is_kept_only_if_it_holds_that_step(tmp_path, best_step, best_pt_step, kept):
+    checkpoints = CheckpointDirectory(tmp_path, keep_last=2)
+    fake_checkpoint(tmp_path / BEST, best_pt_step)
+    fake_checkpoint(checkpoints.path_of(8), 8)
+    message = checkpoints.check_best(best_step)
+    assert (tmp_path / BEST).exists() == kept
+    assert (message is None) == kept
+    if not kept:
+        assert f"removed best.pt (step {best_pt_step})" in message
+
+
+def test_a_relaunched_sweep_whose_jobs_now_mean_other_values_is_refused_job_by_job(
+    tmp_path, corpus_file, monkeypatch, capsys
+):
+    sweep = tmp_path / "sweep"
+    args = [*tiny_overrides(corpus_file, "eval_interval=2"), f"hydra.sweep.dir={sweep}"]
+    first = run_cli("-m", *args, "max_iters=2", "optim.lr=1e-3,2e-3", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = files_of(sweep)
+
+    swapped = run_in_process(
+        monkeypatch, capsys, tmp_path, "-m", *args, "max_iters=4", "resume=auto", "optim.lr=2e-3,1e-3"
+    )
+    assert_rejected(swapped, "job 0", "optim.lr: 0.001 -> 0.002", "job 1", "optim.lr: 0.002 -> 0.001")
+    assert files_of(sweep) == before
+
+    longer = run_cli("-m", *args, "max_iters=4", "resume=auto", "optim.lr=1e-3,2e-3", cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr
+    for job in ("0", "1"):
+        assert f"resumed from {sweep / job / 'checkpoints' / 'ckpt_0000002.pt'} at step 2" in longer.stdout
+        assert [r["step"] for r in records(sweep / job / "metrics.jsonl") if "val/loss" in r] == [0, 2, 4]
