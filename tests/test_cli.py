@@ -148,6 +148,10 @@ BAD_INPUTS = [
     (["data.path=/tmp"], ["data.path", "data=text"]),
     (["resume=/no/such/ckpt.pt"], ["resume", "does not exist"]),
     (["eval_only=true"], ["eval_only", "resume=auto"]),
+    (
+        ["stability.inject=[{step:1,target:loss,kind:nan},{step:1,target:loss,kind:nan,bogus:1}]"],
+        ["stability.inject[1].bogus", "no such key", "repeat"],
+    ),
     (["eval_only=true", "resume=auto"], ["eval_only", "holds no checkpoint"]),
     (["eval_only=maybe"], ["eval_only", "bool"]),
     (["system.device=cuda"] if not torch.cuda.is_available() else ["system.device=tpu"], ["system.device"]),
@@ -280,6 +284,7 @@ FLAG_ORDERS = [
     (["-c", "job"], "type: sticky"),
     (["--info", "all"], "Config search path"),
     (["--help"], "masked-diffusion"),
+    (["--hydra-help"], "--cfg hydra"),
 ]
 
 
@@ -324,3 +329,12 @@ def test_a_fresh_run_refuses_any_artefact_of_an_earlier_run(tmp_path, corpus_fil
         train(tmp_path, tiny_overrides(corpus_file))
     assert err.value.key == "resume" and artefact in str(err.value)
     assert (tmp_path / artefact).read_text() == "from an earlier run"
+
+
+def test_a_sweep_job_folder_that_cannot_be_created_is_named(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    result = run_in_process(
+        monkeypatch, capsys, tmp_path, "-m", *TINY_RUN, f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=a_file/x"
+    )
+    assert_rejected(result, "hydra.sweep.subdir", "a_file is a file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

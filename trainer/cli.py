@@ -134,6 +134,8 @@ def preflight(args: argparse.Namespace) -> None:
     actions = [name for name in ("multirun", "cfg", "info", "shell_completion") if getattr(args, name)]
     if len(actions) > 1:
         raise ConfigError("command line", f"--{' and --'.join(actions)} together", "one of --multirun, --cfg, --info")
+    if args.hydra_help:  # Hydra's own help composes only its own config: the run's overrides do not apply
+        args.overrides = [o for o in args.overrides if o.lstrip("+~").startswith("hydra")]
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return
     refuse_removed_groups(args.overrides)
@@ -153,6 +155,7 @@ def preflight(args: argparse.Namespace) -> None:
             check_writable(output, key)
             check_writable(run.data.cache_dir, "data.cache_dir")
             run_dir = job_folder(cfg, number) if args.multirun else Path(output)
+            check_writable(run_dir, "hydra.sweep.subdir" if args.multirun else key)
             try:
                 check_resume(run, OmegaConf.to_container(job, resolve=True, enum_to_str=True), run_dir)
             except UserError as err:

@@ -3,6 +3,8 @@ allowed, for the command line's exit-code-2 contract."""
 
 import re
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 # What OmegaConf says about a value of the wrong type -> what the key allows
@@ -28,6 +30,7 @@ def one_line(err: Exception) -> str:
     if unknown := re.search(r"Key '([^']+)' not in '(\w+)'", text):
         full_key = re.search(r"full_key: (\S+)", text)
         key = full_key.group(1) if full_key else unknown.group(1)
+        key = _list_entry_key(str(err), key) or key
         return f"{key}: no such key in {unknown.group(2)}; allowed: {allowed_keys(err)}"
     if override := getattr(err, "override", None):  # the override grammar could not read it
         key = override.split("=", 1)[0]
@@ -52,6 +55,23 @@ def one_line(err: Exception) -> str:
     if full_key := re.search(r"full_key: (\S+)", text):
         return f"{full_key.group(1)}: {cause}{_allowed(text)}"
     return " ".join(line.strip() for line in first.splitlines() if line.strip())
+
+
+def _list_entry_key(text: str, key: str) -> str | None:
+    """`stability.inject[1].bogus` for a key that the schema of a list's entries does not know
+    (OmegaConf names only `bogus`): the entry is found in the override Hydra repeats."""
+    repeated = re.search(r"use \+(.+)$", text, re.MULTILINE)
+    if repeated is None:
+        return None
+    try:
+        override = OverridesParser.create().parse_override(repeated.group(1).strip())
+    except HydraException:
+        return None
+    entries = override.value()
+    if not isinstance(entries, list):
+        return None
+    index = next((i for i, entry in enumerate(entries) if isinstance(entry, dict) and key in entry), None)
+    return None if index is None else f"{override.key_or_group}[{index}].{key}"
 
 
 def _allowed(text: str) -> str:
