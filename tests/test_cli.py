@@ -148,6 +148,17 @@ BAD_INPUTS = [
     (["data.path=/tmp"], ["data.path", "data=text"]),
     (["resume=/no/such/ckpt.pt"], ["resume", "does not exist"]),
     (["eval_only=true"], ["eval_only", "resume=auto"]),
+    # the loss group
+    (["loss=bogus"], ["loss", "plain, reference"]),
+    (["loss.label_smoothing=1"], ["loss.label_smoothing", "less than 1"]),
+    (["loss.label_smoothing=-0.1"], ["loss.label_smoothing"]),
+    (["loss.label_smoothing=nan"], ["loss.label_smoothing", "finite"]),
+    (["loss.reduction=mean"], ["loss.reduction", "token", "sample"]),
+    (["loss.entropy_penalty.max=-1"], ["loss.entropy_penalty.max", "greater than or equal to 0"]),
+    (["loss.entropy_penalty.max=0.5", "loss.entropy_penalty.start_iter=4"], ["start_iter", "never reached"]),
+    (["loss=reference"], ["loss.entropy_penalty.start_iter", "6000", "never reached"]),
+    (["mode=language_model", "loss.weight_by_mask_ratio=true"], ["loss.weight_by_mask_ratio", "no mask ratio"]),
+    (["loss.weight_by_mask_ratio=yes please"], ["loss.weight_by_mask_ratio"]),
     (
         ["stability.inject=[{step:1,target:loss,kind:nan},{step:1,target:loss,kind:nan,bogus:1}]"],
         ["stability.inject[1].bogus", "no such key", "repeat"],

@@ -44,6 +44,7 @@ def companions(tmp_path_factory, unmasking_checkpoint, corpus_file):
         ("transfer", "two_stage"): [f"transfer.checkpoint={unmasking_checkpoint}", "mode=token_classification"],
         ("data", "text"): [f"data.path={corpus_file}"],
         ("stages", "single"): ["masking=sticky"],
+        ("loss", "reference"): ["max_iters=7000"],  # its penalty starts at step 6000
     }
 
 
@@ -144,3 +145,26 @@ def test_experiment_runs_a_few_steps(tmp_path, experiment, corpus_file, unmaskin
     trainer, _ = train(tmp_path, overrides)
     assert trainer.state.step == 4
     assert (tmp_path / "checkpoints" / "ckpt_0000004.pt").is_file()
+
+
+SCORER_REFUSES = {
+    "loss.label_smoothing=0.1": "loss.label_smoothing",
+    "loss.entropy_penalty.max=0.5": "loss.entropy_penalty",
+    "loss.weight_by_mask_ratio=true": "loss.weight_by_mask_ratio",
+    "loss.reduction=sample": "loss.reduction",
+}
+
+
+@pytest.mark.parametrize("modifier", SCORER_REFUSES)
+def test_sequence_scoring_refuses_every_loss_modifier(modifier, unmasking_checkpoint):
+    cfg = compose_config(["mode=sequence_scoring", f"mode.unmasking_checkpoint={unmasking_checkpoint}", modifier])
+    with pytest.raises(ConfigError) as err:
+        check(cfg)
+    assert err.value.key == SCORER_REFUSES[modifier] and "sequence_scoring" in err.value.problem
+
+
+def test_the_language_model_takes_every_modifier_but_the_mask_ratio():
+    smoothing = ["mode=language_model", "loss.label_smoothing=0.1", "loss.entropy_penalty.max=0.5"]
+    assert check(compose_config([*smoothing, "loss.reduction=sample"])).loss.label_smoothing == 0.1
+    with pytest.raises(ConfigError, match="no mask ratio"):
+        check(compose_config([*smoothing, "loss.weight_by_mask_ratio=true"]))

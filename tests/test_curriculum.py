@@ -14,6 +14,7 @@ from trainer.batches import Stream, TokenWindows, generator_for
 from trainer.contract import check
 from trainer.curriculum import Curriculum, Stage
 from trainer.errors import ConfigError
+from trainer.loss import LossConfig
 from trainer.objectives.unmasking import UnmaskingObjective
 from trainer.state import TrainState
 from trainer.vocab import Vocabulary
@@ -63,7 +64,9 @@ def test_training_batch_rows_carry_their_stage_masking():
     vocab = Vocabulary.from_text(generated_text(2000))
     windows = TokenWindows(vocab.encode(generated_text(5000)), 40)
     curriculum = Curriculum(stages(1, 1, 1), stages(1), "cumulative")
-    batch = UnmaskingObjective(curriculum, vocab).make_batch(windows, 16, generator_for(0, Stream.TRAIN, 0), stage=2)
+    batch = UnmaskingObjective(curriculum, vocab, LossConfig().build(vocab.base_size)).make_batch(
+        windows, 16, generator_for(0, Stream.TRAIN, 0), stage=2
+    )
     assert batch.row_stage.tolist() == [0] * 6 + [1] * 5 + [2] * 5
     expected_masks = [10 * (s + 1) for s in batch.row_stage.tolist()]
     assert batch.mask.sum(1).tolist() == expected_masks
@@ -77,7 +80,7 @@ def canonical14():
 def test_canonical14_validation_set_covers_every_stage_equally():
     vocab = Vocabulary.from_text(generated_text(2000))
     windows = TokenWindows(vocab.encode(generated_text(20_000)), 64)
-    objective = UnmaskingObjective(canonical14(), vocab)
+    objective = UnmaskingObjective(canonical14(), vocab, LossConfig().build(vocab.base_size))
     batches = objective.validation_set(
         windows, samples=20 * 16, batch_size=16, generator=generator_for(1, Stream.VALIDATION, 0)
     )
@@ -95,7 +98,7 @@ def test_per_stage_losses_match_a_brute_force_recomputation():
         [Stage(StickyMasking(0.3, 0.2, 0.3), 1), Stage(RandomMasking(0.6), 1), Stage(StickyMasking(0.7, 0.1, 0.9), 1)],
         "cumulative",
     )
-    objective = UnmaskingObjective(curriculum, vocab)
+    objective = UnmaskingObjective(curriculum, vocab, LossConfig().build(vocab.base_size))
     batches = objective.validation_set(
         windows, samples=50, batch_size=16, generator=generator_for(2, Stream.VALIDATION, 0)
     )

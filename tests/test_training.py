@@ -118,12 +118,23 @@ def test_gradient_accumulation_backpropagates_every_micro_batch(tmp_path, corpus
         torch.testing.assert_close(actual.grad, expected.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_accumulated_micro_batches_equal_one_big_batch(tmp_path, corpus_file):
+PER_SAMPLE_LOSS = (
+    "loss.reduction=sample",
+    "loss.weight_by_mask_ratio=true",
+    "loss.label_smoothing=0.1",
+    "loss.entropy_penalty.max=0.5",
+)
+
+
+@pytest.mark.parametrize("loss", [(), PER_SAMPLE_LOSS], ids=["plain", "per-sample modifiers"])
+def test_accumulated_micro_batches_equal_one_big_batch(tmp_path, corpus_file, loss):
     """1 micro-batch of 2B rows and 2 micro-batches of B rows: the same loss and gradient on the same
-    rows, though random masking gives the two halves different numbers of masked positions."""
-    cfg = compose_config(tiny_overrides(corpus_file, "masking=random"))
+    rows, though random masking gives the two halves different numbers of masked positions. With
+    reduction=sample every modifier acts per sample, so that holds with all of them on."""
+    cfg = compose_config(tiny_overrides(corpus_file, "masking=random", *loss))
     trainer = build_trainer(cfg, tmp_path, Console(file=io.StringIO()))
     trainer.data.stream.close()
+    trainer.state.step = 2  # mid-run: the entropy penalty's pi is above 0
     plan = [(0, trainer.curriculum.train[0], 16)]
     rows = masked_rows(trainer.data.train_windows, plan, trainer.vocab, torch.Generator().manual_seed(0))
     whole = UnmaskingObjective._assemble(rows)
@@ -132,7 +143,7 @@ def test_accumulated_micro_batches_equal_one_big_batch(tmp_path, corpus_file):
 
     def loss_and_gradient(batches):
         trainer.optimizer.zero_grad(set_to_none=True)
-        loss = trainer.forward_backward(batches)
+        loss = trainer.forward_backward(batches).loss
         return loss, torch.cat([p.grad.flatten() for p in trainer.raw_model.parameters() if p.grad is not None])
 
     (loss_a, grad_a), (loss_b, grad_b) = loss_and_gradient([whole]), loss_and_gradient(halves)

@@ -59,7 +59,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     if run.mode.uses_unmasking_model():
         filler = Filler.load(run.mode.unmasking_checkpoint, vocab, run.window_length, run.mode.fill, device, autocast)
     curriculum = run.stages.build(run.masking) if run.mode.staged else None
-    objective = run.mode.build_objective(vocab, curriculum, filler)
+    objective = run.mode.build_objective(vocab, curriculum, filler, run.loss)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     faults = FaultInjector(list(run.stability.inject))
     stability = make_stability_monitor(run, model, scaler)

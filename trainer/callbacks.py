@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from models import estimate_mfu
 from trainer.errors import require_plain_name
 
@@ -79,8 +81,11 @@ class StepReporter(Callback):
         step = trainer.state.step
         if step % self.log_interval and step != trainer.cfg.max_iters:
             return
-        # The one host sync of a log step: loss and gradient norm together.
-        loss, grad_norm = (t.item() for t in (metrics.loss, metrics.grad_norm))
+        # The one host sync of a log step: loss, gradient norm (and the entropy penalty's state) together.
+        values = [metrics.loss, metrics.grad_norm]
+        if metrics.entropy_multiplier is not None:
+            values += [trainer.entropy_ema, metrics.wrong_entropy]
+        loss, grad_norm, *entropy = torch.stack([v.float() for v in values]).tolist()
         seconds = (time.perf_counter() - self._since) / max(1, step - self._since_step)
         tokens_per_second = trainer.tokens_per_step / seconds
         record = {
@@ -92,6 +97,8 @@ class StepReporter(Callback):
             "tokens_per_second": tokens_per_second,
             "mfu": estimate_mfu(self.flops_per_token, tokens_per_second, self.peak_flops),
         }
+        if entropy:
+            record["loss/entropy_multiplier"], record["loss/wrong_entropy"] = entropy
         trainer.callbacks.on_log(trainer, record)
         self._mark(step)
 

@@ -23,6 +23,7 @@ from trainer.console import ConsoleLoggerConfig
 from trainer.corpus import DataConfig
 from trainer.curriculum import StagesConfig
 from trainer.errors import ConfigError, require_plain_name
+from trainer.loss import LossConfig
 from trainer.objectives import MODES, ModeConfig
 from trainer.optim import OptimConfig
 from trainer.system import SystemConfig
@@ -49,6 +50,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
     stability: StabilityConfig = field(default_factory=StabilityConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
@@ -83,6 +85,7 @@ class Config:
                 "resume=auto or resume=PATH",
             )
         self._check_curriculum()
+        self._check_loss()
         self._check_schedule()
         if self.transfer.freezes and self.mode.head == Head.lm:
             raise ConfigError(
@@ -127,6 +130,15 @@ class Config:
                 f"an integer >= {active}, or stages.mix=current",
             )
 
+    def _check_loss(self) -> None:
+        for key in self.loss.chosen():
+            if key in self.mode.loss_refusals:
+                raise ConfigError(
+                    f"loss.{key}",
+                    f"means nothing in {self.mode.name}: {self.mode.loss_refusals[key]}",
+                    f"loss=plain for {self.mode.name}",
+                )
+
     def _check_schedule(self) -> None:
         """Steps named in the config must be reached, or they would silently do nothing."""
         for index, fault in enumerate(self.stability.inject):
@@ -137,6 +149,13 @@ class Config:
                     f"{fault.step} is never reached in a run of max_iters={self.max_iters}",
                     f"an integer in [0, {last}]",
                 )
+        penalty = self.loss.entropy_penalty
+        if penalty.max > 0 and penalty.start_iter >= self.max_iters:
+            raise ConfigError(
+                "loss.entropy_penalty.start_iter",
+                f"{penalty.start_iter} is never reached in a run of max_iters={self.max_iters}",
+                f"an integer in [0, {self.max_iters - 1}], or loss.entropy_penalty.max=0",
+            )
         unfreeze = self.transfer.unfreeze_at_iteration
         if unfreeze is not None and unfreeze >= self.max_iters:
             raise ConfigError(

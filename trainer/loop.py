@@ -3,7 +3,7 @@
 import copy
 import json
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -13,6 +13,7 @@ from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
 from trainer.callbacks import CallbackList
 from trainer.checkpoint import CheckpointDirectory
 from trainer.curriculum import Advance, Curriculum
+from trainer.loss import ENTROPY_EMA_DECAY, TrainingLoss
 from trainer.objectives import Batch, Objective
 from trainer.recovery import Recovery
 from trainer.state import TrainState, capture_rng, restore_rng
@@ -36,6 +37,8 @@ class StepMetrics:
 
     loss: torch.Tensor
     grad_norm: torch.Tensor
+    entropy_multiplier: torch.Tensor | None = None  # the loss's entropy penalty, when it is on
+    wrong_entropy: torch.Tensor | None = None
 
 
 @dataclass
@@ -43,6 +46,15 @@ class Data:
     stream: BatchStream  # training batches, prepared ahead
     train_windows: TokenWindows  # for the fresh training batches of an evaluation
     validation_set: list[Batch]  # fixed, on the device
+
+
+def weighted_sum(parts: list[tuple[float, TrainingLoss]]) -> TrainingLoss:
+    """The step's loss from its micro-batches' (share, loss): losses already carry their share."""
+    loss = torch.stack([part.loss for _, part in parts]).sum()
+    if parts[0][1].multiplier is None:
+        return TrainingLoss(loss)
+    multiplier = sum(share * part.multiplier for share, part in parts)
+    return TrainingLoss(loss, multiplier, sum(share * part.wrong_entropy for share, part in parts))
 
 
 class Trainer:
@@ -81,6 +93,8 @@ class Trainer:
         self.resumed_from: Path | None = None  # the checkpoint this run continues
         self.stop_signal: int | None = None  # set by a pre-emption signal; the loop stops after the step
         self.snapshot: dict | None = None  # the last good state while no checkpoint exists yet
+        # the EMA of the loss's entropy multiplier, on the device between checkpoints (in the state in them)
+        self.entropy_ema = torch.tensor(self.state.entropy_multiplier_ema, device=device)
         self._evaluated_at: int | None = None
 
     def fit(self) -> None:
@@ -100,7 +114,7 @@ class Trainer:
                 metrics = self.train_step()
                 verdict = self.stability.inspect(metrics.loss, metrics.grad_norm)
                 if verdict.ok:
-                    self.optimizer_step()
+                    self.optimizer_step(metrics)
                 elif self.recovery.handle(self, verdict) is Action.ROLLBACK:
                     continue
                 self.state.step += 1
@@ -138,30 +152,37 @@ class Trainer:
             self.data.stream.get(step, micro_step, self.state.stage, self.state.rollbacks)
             for micro_step in range(self.cfg.gradient_accumulation_steps)
         ]
-        total_loss = self.forward_backward(batches)
+        step_loss = self.forward_backward(batches)
         self.faults.poison_grads(step, self.raw_model.parameters())
         self.scaler.unscale_(self.optimizer)
-        return StepMetrics(loss=total_loss, grad_norm=self.clip_gradients())
+        return StepMetrics(
+            loss=step_loss.loss,
+            grad_norm=self.clip_gradients(),
+            entropy_multiplier=step_loss.multiplier,
+            wrong_entropy=step_loss.wrong_entropy,
+        )
 
-    def forward_backward(self, batches: list[Batch]) -> torch.Tensor:
-        """Accumulate the gradient of the micro-batches; returns the step's loss (a device tensor).
+    def forward_backward(self, batches: list[Batch]) -> TrainingLoss:
+        """Accumulate the gradient of the micro-batches; returns the step's loss (device tensors).
 
         Each micro-batch's mean loss is weighted by its share of the step's targets (counted on the
         CPU, no host sync), so the micro-batches give the loss and gradient of one batch of all their
         rows, also when the number of targets varies (masked positions).
         """
-        total_targets = max(1, sum(batch.num_targets for batch in batches))
-        total_loss = torch.zeros((), device=self.device)
-        for batch in batches:
-            share = batch.num_targets / total_targets
+        units = [self.objective.units(batch) for batch in batches]
+        total_units = max(1, sum(units))
+        penalty = self.cfg.loss.entropy_penalty.strength(self.state.step, self.cfg.max_iters)
+        parts = []
+        for batch, count in zip(batches, units):
+            share = count / total_units
             batch = self.objective.on_device(batch.to(self.device))
             with self.autocast:
-                loss = self.objective.loss(self.model, batch) * share
-            loss = self.faults.poison_loss(self.state.step, loss)
+                part = self.objective.training_loss(self.model, batch, penalty)
+            loss = self.faults.poison_loss(self.state.step, part.loss * share)
             # Backward per micro-batch: each has its own graph, freed before the next one is built.
             self.scaler.scale(loss).backward()
-            total_loss += loss.detach()
-        return total_loss
+            parts.append((share, replace(part, loss=loss.detach())))
+        return weighted_sum(parts)
 
     def clip_gradients(self) -> torch.Tensor:
         """Total gradient norm (a device tensor), clipped to optim.grad_clip unless that is 0."""
@@ -170,11 +191,13 @@ class Trainer:
             return torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
         return torch.nn.utils.get_total_norm([p.grad for p in params])
 
-    def optimizer_step(self) -> None:
+    def optimizer_step(self, metrics: StepMetrics) -> None:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         # flush the gradients as soon as we can, no need for this memory anymore
         self.optimizer.zero_grad(set_to_none=True)
+        if metrics.entropy_multiplier is not None:  # on the device: no sync
+            self.entropy_ema.mul_(ENTROPY_EMA_DECAY).add_(metrics.entropy_multiplier, alpha=1 - ENTROPY_EMA_DECAY)
 
     @property
     def lr(self) -> float:
@@ -256,6 +279,7 @@ class Trainer:
         return self.objective.on_device(batch.to(self.device))
 
     def checkpoint_payload(self) -> dict:
+        self.state.entropy_multiplier_ema = self.entropy_ema.item()
         return {
             "format": 1,
             "model": self.raw_model.state_dict(),
@@ -277,6 +301,7 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scaler.load_state_dict(payload["scaler"])
         self.state.load_state_dict(payload["state"])
+        self.entropy_ema.fill_(self.state.entropy_multiplier_ema)
         restore_rng(payload["rng"])
         self.optimizer.zero_grad(set_to_none=True)
         # the payload was written right after this step's evaluation

@@ -21,6 +21,7 @@ class TrainState:
     rollbacks: int = 0  # stability: also keys the batches, so a rollback draws fresh ones
     bad_steps: list[int] = field(default_factory=list)  # stability: recent skipped steps
     unfrozen: bool = False  # transfer=two_stage: the trunk has joined the optimizer
+    entropy_multiplier_ema: float = 1.0  # loss.entropy_penalty: EMA (0.99) of the loss multiplier
 
     def state_dict(self) -> dict:
         return asdict(self)

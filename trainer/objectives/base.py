@@ -9,6 +9,7 @@ import torch
 from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.errors import ConfigError
+from trainer.loss import ClassificationLoss, LossConfig, Predictions, Reduction, TrainingLoss, plain_loss
 
 
 def host_values(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -84,11 +85,48 @@ class Objective(ABC):
 
     @abstractmethod
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        """The scalar training loss of `model` on `batch` (a device tensor; no host sync)."""
+        """The plain scalar loss of `model` on `batch`, as evaluation reports it (a device tensor; no
+        host sync)."""
+
+    def training_loss(self, model: torch.nn.Module, batch: Batch, penalty: float) -> TrainingLoss:
+        """The loss to train on; `penalty` is the entropy penalty's pi at this step."""
+        return TrainingLoss(self.loss(model, batch))
+
+    def units(self, batch: Batch) -> int:
+        """What the training loss of a CPU micro-batch is a mean over (its targets): the micro-batches
+        of a step are weighted by their share of the step's units, so they add up to one big batch."""
+        return batch.num_targets
 
     @abstractmethod
     def evaluate(self, model: torch.nn.Module, batches: list[Batch]) -> dict[str, float]:
         """Validation metrics over `batches`, keyed without the `val/` prefix ("loss", ...)."""
+
+
+class ClassifierObjective(Objective):
+    """An objective whose model predicts a class per position: it trains on the loss modifiers of the
+    `loss` group and evaluates the plain cross-entropy."""
+
+    def __init__(self, loss: ClassificationLoss):
+        self.classification_loss = loss
+
+    @abstractmethod
+    def predictions(self, model: torch.nn.Module, batch: Batch) -> Predictions:
+        """The logits at the positions the loss covers, with what the modifiers need."""
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        return plain_loss(self.predictions(model, batch))
+
+    def training_loss(self, model: torch.nn.Module, batch: Batch, penalty: float) -> TrainingLoss:
+        return self.classification_loss(self.predictions(model, batch), penalty)
+
+    def units(self, batch: Batch) -> int:
+        if self.classification_loss.cfg.reduction == Reduction.sample:
+            return self.samples_with_targets(batch)
+        return batch.num_targets
+
+    def samples_with_targets(self, batch: Batch) -> int:
+        """Rows of a CPU batch with at least one target: every row, unless the mode says otherwise."""
+        return batch.inputs.size(0)
 
 
 MODES: dict[str, type["ModeConfig"]] = {}
@@ -108,6 +146,8 @@ class ModeConfig:
     window_offset: ClassVar[int] = 0  # tokens a sampled window holds beyond block_size
     staged: ClassVar[bool] = False  # its data follows the stage curriculum (`stages`, `masking`)
     stage_metrics: ClassVar[dict[str, str]] = {}  # per-stage val metric -> column title of the console table
+    # `loss` modifiers that mean nothing in this mode -> why (a config choosing one is refused)
+    loss_refusals: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -127,6 +167,6 @@ class ModeConfig:
         """Whether a frozen unmasking model fills positions (read from `unmasking_checkpoint`)."""
         return False
 
-    def build_objective(self, vocab, curriculum, filler) -> Objective:
-        """The objective that trains this mode."""
+    def build_objective(self, vocab, curriculum, filler, loss: LossConfig) -> Objective:
+        """The objective that trains this mode, with the loss modifiers of `loss`."""
         raise NotImplementedError

@@ -4,11 +4,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from models import Attention, Head
 from trainer.batches import TokenWindows
-from trainer.objectives.base import Batch, ModeConfig, Objective
+from trainer.loss import Predictions
+from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective
 
 
 @dataclass
@@ -18,21 +18,22 @@ class LanguageModelMode(ModeConfig):
     head = Head.lm
     attention = Attention.causal
     window_offset = 1  # inputs tokens[:-1], targets tokens[1:]
+    loss_refusals = {"weight_by_mask_ratio": "a language model masks nothing, so there is no mask ratio"}
 
-    def build_objective(self, vocab, curriculum, filler) -> Objective:
-        return LanguageModelObjective()
+    def build_objective(self, vocab, curriculum, filler, loss) -> Objective:
+        return LanguageModelObjective(loss.build(vocab.base_size))
 
 
-class LanguageModelObjective(Objective):
+class LanguageModelObjective(ClassifierObjective):
     def make_batch(
         self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0, step: int = 0
     ) -> Batch:
         tokens = windows.sample(rows, generator)
         return Batch(inputs=tokens[:, :-1].contiguous(), targets=tokens[:, 1:].contiguous())
 
-    def loss(self, model, batch: Batch) -> torch.Tensor:
+    def predictions(self, model, batch: Batch) -> Predictions:
         logits = model(batch.inputs)
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten())
+        return Predictions(logits.flatten(0, 1), batch.targets.flatten(), rows=batch.inputs.size(0))
 
     @torch.no_grad()
     def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:

@@ -32,6 +32,12 @@ class SequenceScoringMode(ModeConfig):
     window_offset = -1  # the window leaves room for [CLS]
     staged = True
     stage_metrics = {"loss": "mse", "mae": "mae", "target_mean": "regenerated"}
+    loss_refusals = {
+        "label_smoothing": "a sequence scorer regresses a score: it has no classes to smooth over",
+        "entropy_penalty": "a sequence scorer regresses a score: it has no wrong answers to spread",
+        "weight_by_mask_ratio": "its target is the regenerated fraction itself",
+        "reduction": "each sample has one target, so per-sample means are the token mean",
+    }
 
     def __post_init__(self):
         super().__post_init__()
@@ -46,7 +52,7 @@ class SequenceScoringMode(ModeConfig):
     def uses_unmasking_model(self) -> bool:
         return True
 
-    def build_objective(self, vocab, curriculum, filler) -> Objective:
+    def build_objective(self, vocab, curriculum, filler, loss) -> Objective:
         return SequenceScoringObjective(curriculum, vocab, filler)
 
 

@@ -19,7 +19,8 @@ from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.checkpoint import find_checkpoint
 from trainer.errors import ConfigError
-from trainer.objectives.base import Batch, ModeConfig, Objective, draw_seed, host_values
+from trainer.loss import ClassificationLoss, Predictions
+from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective, draw_seed, host_values
 from trainer.objectives.filler import Fill, Filler
 from trainer.vocab import Vocabulary
 
@@ -77,12 +78,14 @@ class TokenClassificationMode(ModeConfig):
     def uses_unmasking_model(self) -> bool:
         return self.source == ReplacementSource.model
 
-    def build_objective(self, vocab, curriculum, filler) -> Objective:
-        return TokenClassificationObjective(self, vocab, filler)
+    def build_objective(self, vocab, curriculum, filler, loss) -> Objective:
+        # the loss modifiers act over the classes (original, replaced), all of them "base" classes
+        return TokenClassificationObjective(self, vocab, loss.build(self.num_classes), filler)
 
 
-class TokenClassificationObjective(Objective):
-    def __init__(self, mode, vocab: Vocabulary, filler: Filler | None = None):
+class TokenClassificationObjective(ClassifierObjective):
+    def __init__(self, mode, vocab: Vocabulary, loss: ClassificationLoss, filler: Filler | None = None):
+        super().__init__(loss)
         self.mode, self.vocab, self.filler = mode, vocab, filler
 
     def rate(self, step: int) -> float:
@@ -138,15 +141,21 @@ class TokenClassificationObjective(Objective):
         filled = self.filler(batch.inputs, batch.targets, batch.predict_at, batch.fill_seed)
         return Batch(inputs=filled, targets=(filled != batch.targets).long(), mask=batch.mask)
 
-    def loss(self, model, batch: Batch) -> torch.Tensor:
-        logits = model(batch.inputs).flatten(0, 1).float()
+    def predictions(self, model, batch: Batch) -> Predictions:
         labels = batch.targets.flatten()
         weight = None
         if self.mode.class_weights:
             # inverse class frequency in this batch (absent classes weigh 0), computed on the device
             counts = torch.bincount(labels, minlength=self.mode.num_classes).float()
-            weight = torch.where(counts > 0, labels.numel() / (self.mode.num_classes * counts.clamp(min=1)), 0.0)
-        return F.cross_entropy(logits, labels, weight=weight)
+            per_class = torch.where(counts > 0, labels.numel() / (self.mode.num_classes * counts.clamp(min=1)), 0.0)
+            weight = per_class[labels]
+        return Predictions(
+            logits=model(batch.inputs).flatten(0, 1),
+            targets=labels,
+            rows=batch.inputs.size(0),
+            mask_ratio=batch.mask.float().mean(1),
+            position_weight=weight,
+        )
 
     @torch.no_grad()
     def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.curriculum import Curriculum
-from trainer.objectives.base import Batch, ModeConfig, Objective, host_values
+from trainer.loss import ClassificationLoss, Predictions
+from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective, host_values
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.vocab import Vocabulary
 
@@ -37,12 +38,13 @@ class UnmaskingMode(ModeConfig):
         "mask_ratio_mean": "mask ratio",
     }
 
-    def build_objective(self, vocab, curriculum, filler) -> Objective:
-        return UnmaskingObjective(curriculum, vocab)
+    def build_objective(self, vocab, curriculum, filler, loss) -> Objective:
+        return UnmaskingObjective(curriculum, vocab, loss.build(vocab.base_size))
 
 
-class UnmaskingObjective(Objective):
-    def __init__(self, curriculum: Curriculum, vocab: Vocabulary):
+class UnmaskingObjective(ClassifierObjective):
+    def __init__(self, curriculum: Curriculum, vocab: Vocabulary, loss: ClassificationLoss):
+        super().__init__(loss)
         self.curriculum, self.vocab = curriculum, vocab
 
     def make_batch(
@@ -68,10 +70,18 @@ class UnmaskingObjective(Objective):
             row_stage=rows.row_stage,
         )
 
-    def loss(self, model, batch: Batch) -> torch.Tensor:
-        logits = model(batch.inputs, predict_at=batch.predict_at)
+    def predictions(self, model, batch: Batch) -> Predictions:
         # A batch without a single masked position contributes zero loss (and zero gradient).
-        return F.cross_entropy(logits.float(), batch.targets, reduction="sum") / max(batch.num_targets, 1)
+        return Predictions(
+            logits=model(batch.inputs, predict_at=batch.predict_at),
+            targets=batch.targets,
+            rows=batch.inputs.size(0),
+            row=batch.predict_at // batch.inputs.size(1),
+            mask_ratio=batch.mask.float().mean(1),
+        )
+
+    def samples_with_targets(self, batch: Batch) -> int:
+        return int(batch.mask.any(1).sum())  # a CPU tensor: no device sync
 
     @torch.no_grad()
     def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
