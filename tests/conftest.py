@@ -57,8 +57,9 @@ def compose_config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-# The debug=smoke preset (tiny model, short windows, CPU) with the learning rate the tests train at.
-TINY_RUN = ["debug=smoke", "log_interval=5", "optim.warmup_iters=5", "optim.lr=3e-3"]
+# The debug=smoke preset (tiny model, short windows, CPU) with the learning rate the tests train at;
+# without the curves (tests/test_plot.py draws them), which would cost each run a second or two.
+TINY_RUN = ["debug=smoke", "log_interval=5", "optim.warmup_iters=5", "optim.lr=3e-3", "logger=[console,jsonl]"]
 CURRICULUM_CHOICES = {"masking", "stages", "experiment"}
 UNSTAGED_MODES = {"mode=language_model", "mode=token_classification"}
 

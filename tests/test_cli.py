@@ -148,6 +148,11 @@ BAD_INPUTS = [
     (["data.path=/tmp"], ["data.path", "data=text"]),
     (["resume=/no/such/ckpt.pt"], ["resume", "does not exist"]),
     (["eval_only=true"], ["eval_only", "resume=auto"]),
+    # loggers
+    (["logger=[console,plot]"], ["logger", "jsonl is not chosen"]),
+    (["logger=[console,jsonl,wandb]", "logger.wandb.project=a/b"], ["logger.wandb.project"]),
+    (["logger=[console,jsonl,wandb]", "logger.wandb.mode=loud"], ["logger.wandb.mode", "offline"]),
+    (["logger=[console,nonsense]"], ["logger", "nonsense"]),
     # the loss group
     (["loss=bogus"], ["loss", "plain, reference"]),
     (["loss.label_smoothing=1"], ["loss.label_smoothing", "less than 1"]),

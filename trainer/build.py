@@ -9,6 +9,8 @@ import copy
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
@@ -23,7 +25,7 @@ from stability import (
     StabilityMonitor,
 )
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
-from trainer.callbacks import CallbackList, StepReporter
+from trainer.callbacks import CallbackList
 from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, check_vocabulary, load_checkpoint
 from trainer.config import Config
 from trainer.contract import check
@@ -32,7 +34,9 @@ from trainer.errors import CheckpointError, DataError
 from trainer.loop import Data, Trainer
 from trainer.objectives import Filler, Objective
 from trainer.recovery import Recovery
+from trainer.reporting import StepReporter
 from trainer.resume import reconcile, resume_point
+from trainer.snapshot import write_snapshot
 from trainer.state import TrainState
 from trainer.transfer import Transfer, TransferKind
 from trainer.vocab import Vocabulary
@@ -63,15 +67,17 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     faults = FaultInjector(list(run.stability.inject))
     stability = make_stability_monitor(run, model, scaler)
+    record = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    callbacks = make_callbacks(run, run_dir, console, model, record)  # a logger may refuse (wandb credentials)
 
     # Everything is accepted: from here on files are written.
     corpus.save()
-    record = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     if resumed is not None:
         for line in reconcile(resumed["config"], record, run):
             console.print(line, highlight=False, soft_wrap=True)
     if not run.eval_only:
         write_run_files(record, run_dir, overrides)
+        write_snapshot(run_dir)
     trainer = Trainer(
         cfg=run,
         config_record=record,
@@ -84,7 +90,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
         autocast=autocast,
         device=device,
         checkpoints=checkpoints,
-        callbacks=make_callbacks(run, run_dir, console, model),
+        callbacks=callbacks,
         vocab=vocab,
         run_dir=run_dir,
         stability=stability,
@@ -177,13 +183,27 @@ def make_stability_monitor(run: Config, model: GPT, scaler: torch.amp.GradScaler
     )
 
 
-def make_callbacks(run: Config, run_dir: Path, console: Console, model: GPT) -> CallbackList:
+def make_callbacks(run: Config, run_dir: Path, console: Console, model: GPT, record: dict) -> CallbackList:
+    """The step reporter and the chosen loggers; eval_only writes its own file and no logger's."""
     callbacks = [StepReporter(run.log_interval, model.estimate_flops_per_token(), run.system.peak_flops)]
-    if run.logger.console is not None:
-        callbacks.append(run.logger.console.build(console))
-    if run.logger.jsonl is not None and not run.eval_only:
-        callbacks.append(run.logger.jsonl.build(run_dir))
+    loggers = run.logger
+    if loggers.console is not None:
+        callbacks.append(loggers.console.build(console))
+    if not run.eval_only:
+        if loggers.jsonl is not None:
+            callbacks.append(loggers.jsonl.build(run_dir))
+        if loggers.plot is not None:  # after the jsonl logger: it draws what that one wrote
+            callbacks.append(loggers.plot.build(run_dir, loggers.jsonl.filename))
+        if loggers.wandb is not None:
+            callbacks.append(loggers.wandb.build(run_dir, record, sweep_name()))
     return CallbackList(callbacks)
+
+
+def sweep_name() -> str | None:
+    """The sweep's folder name when this run is a job of a sweep (the wandb group of its jobs)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
 
 
 def write_run_files(record: dict, run_dir: Path, overrides: list[str]) -> None:

@@ -1,18 +1,14 @@
-"""Hooks the loop calls, and the loggers built on them (console, metrics.jsonl).
+"""Hooks the loop calls, and the metrics.jsonl logger built on them.
 
-The loop hands over device tensors; only `StepReporter` reads them, and only at log steps, so
-steps in between run without a host sync.
+The loop hands over device tensors; only `StepReporter` (trainer/reporting.py) reads them, and only
+at log steps, so steps in between run without a host sync.
 """
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from models import estimate_mfu
 from trainer.errors import require_plain_name
 
 
@@ -62,48 +58,6 @@ class CallbackList:
                 getattr(callback, hook)(*args, **kwargs)
 
         return dispatch
-
-
-class StepReporter(Callback):
-    """Turns the step's device metrics into a host-side record every `log_interval` steps."""
-
-    def __init__(self, log_interval: int, flops_per_token: float, peak_flops: float):
-        self.log_interval, self.flops_per_token, self.peak_flops = log_interval, flops_per_token, peak_flops
-
-    def on_train_start(self, trainer) -> None:
-        self._mark(trainer.state.step)
-
-    def on_eval(self, trainer, record: dict) -> None:
-        # evaluation time is not training throughput
-        self._mark(trainer.state.step)
-
-    def on_step_end(self, trainer, metrics) -> None:
-        step = trainer.state.step
-        if step % self.log_interval and step != trainer.cfg.max_iters:
-            return
-        # The one host sync of a log step: loss, gradient norm (and the entropy penalty's state) together.
-        values = [metrics.loss, metrics.grad_norm]
-        if metrics.entropy_multiplier is not None:
-            values += [trainer.entropy_ema, metrics.wrong_entropy]
-        loss, grad_norm, *entropy = torch.stack([v.float() for v in values]).tolist()
-        seconds = (time.perf_counter() - self._since) / max(1, step - self._since_step)
-        tokens_per_second = trainer.tokens_per_step / seconds
-        record = {
-            "step": step,
-            "train/loss": loss,
-            "lr": trainer.optimizer.param_groups[0]["lr"],
-            "grad_norm": grad_norm,
-            "ms_per_step": 1000 * seconds,
-            "tokens_per_second": tokens_per_second,
-            "mfu": estimate_mfu(self.flops_per_token, tokens_per_second, self.peak_flops),
-        }
-        if entropy:
-            record["loss/entropy_multiplier"], record["loss/wrong_entropy"] = entropy
-        trainer.callbacks.on_log(trainer, record)
-        self._mark(step)
-
-    def _mark(self, step: int) -> None:
-        self._since, self._since_step = time.perf_counter(), step
 
 
 class JsonlLogger(Callback):

@@ -22,6 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
@@ -35,6 +36,7 @@ from trainer.errors import ConfigError, UserError
 from trainer.hydra_errors import one_line
 from trainer.loop import EVALUATIONS, StopRequested
 from trainer.resume import check_resume
+from trainer.summary import run_summary, write_summary
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -45,6 +47,8 @@ LOG_WIDTH = 160
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
+# The jobs of this sweep whose training diverged: the sweep goes on, and ends with EXIT_DIVERGED.
+_diverged_jobs: list[Path] = []
 # The first folder of the run directory that did not exist before this command: a job rejected
 # while it is built removes it again, so a rejected command leaves no empty outputs/ behind.
 _created_by_this_run: Path | None = None
@@ -67,20 +71,36 @@ def train(cfg: DictConfig) -> float:
         return metrics["val/loss"]
     console.print(f"run directory: {run_dir}", highlight=False)
     stop_on_signals(trainer)
+    status, code = fit(trainer)
+    try:
+        write_summary(run_dir, run_summary(trainer, status))
+    except OSError:  # the disk that failed the checkpoint may fail this too; the exit code says it
+        pass
+    if code == EXIT_DIVERGED and hydra_cfg.mode == RunMode.MULTIRUN:
+        _diverged_jobs.append(run_dir)  # the other jobs of the sweep still run
+        return None
+    if code is not None:
+        sys.exit(code)
+    return trainer.state.best_val_loss
+
+
+def fit(trainer) -> tuple[str, int | None]:
+    """Train; returns the run's status and the exit code it ends with (None: success). Each way of
+    ending early prints one line on stderr."""
     try:
         trainer.fit()
     except TrainingDiverged as err:
         print(f"error: training diverged: {err}", file=sys.stderr)
-        sys.exit(EXIT_DIVERGED)
+        return "diverged", EXIT_DIVERGED
     except CheckpointWriteError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_WRITE_FAILED)
+        return "checkpoint write failed", EXIT_WRITE_FAILED
     except StopRequested as stop:
         name = signal.Signals(stop.signal_number).name
         saved = f"checkpoint {stop.checkpoint}" if stop.checkpoint else "nothing learnt yet, no checkpoint"
         print(f"stopped by {name} at step {stop.step}: {saved}; continue with resume=auto", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED if stop.signal_number == signal.SIGINT else EXIT_TERMINATED)
-    return trainer.state.best_val_loss
+        return f"stopped by {name}", EXIT_INTERRUPTED if stop.signal_number == signal.SIGINT else EXIT_TERMINATED
+    return "done", None
 
 
 def stop_on_signals(trainer) -> None:
@@ -106,11 +126,16 @@ def main() -> None:
     try:
         args = parser.parse_intermixed_args(sys.argv[1:])
         preflight(args)
+        _diverged_jobs.clear()
         _run_hydra(args=args, args_parser=parser, task_function=train, config_path=CONF_DIR, config_name="config")
     except UserError as err:
         fail(str(err))
     except (HydraException, OmegaConfBaseException) as err:
         fail(one_line(err))
+    if _diverged_jobs:
+        folders = ", ".join(str(folder) for folder in _diverged_jobs)
+        print(f"error: {len(_diverged_jobs)} job(s) of the sweep diverged: {folders}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
 
 
 def command_line_parser() -> argparse.ArgumentParser:

@@ -26,8 +26,10 @@ from trainer.errors import ConfigError, require_plain_name
 from trainer.loss import LossConfig
 from trainer.objectives import MODES, ModeConfig
 from trainer.optim import OptimConfig
+from trainer.plot import PlotLoggerConfig
 from trainer.system import SystemConfig
 from trainer.transfer import TransferConfig
+from trainer.wandb_logger import WandbLoggerConfig
 
 MAX_COUNT = 2**31 - 1  # sizes and counts become tensor shapes and int64 seeds: keep them in range
 Positive = Annotated[int, Interval(ge=1, le=MAX_COUNT)]
@@ -35,10 +37,18 @@ Positive = Annotated[int, Interval(ge=1, le=MAX_COUNT)]
 
 @dataclass
 class LoggerConfig:
-    """`logger: [console, jsonl]`: each chosen logger's options; an unchosen one stays null."""
+    """`logger: [console, jsonl, plot]`: each chosen logger's options; an unchosen one stays null."""
 
     console: ConsoleLoggerConfig | None = None
     jsonl: JsonlLoggerConfig | None = None
+    plot: PlotLoggerConfig | None = None
+    wandb: WandbLoggerConfig | None = None
+
+    def __post_init__(self):
+        if self.plot is not None and self.jsonl is None:
+            raise ConfigError(
+                "logger", "plot draws curves.png from metrics.jsonl, and jsonl is not chosen", "[console, jsonl, plot]"
+            )
 
 
 @dataclass

@@ -14,6 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 
 from trainer.callbacks import Callback
+from trainer.snapshot import ROOT, source_files
+from trainer.summary import describe, run_summary
+from trainer.timing import PHASES, shares
 from trainer.transfer import parameter_summary
 
 STAGE_KEY = re.compile(r"^val/stage_(\d+)_(\w+)$")
@@ -22,18 +25,23 @@ STAGE_KEY = re.compile(r"^val/stage_(\d+)_(\w+)$")
 @dataclass
 class ConsoleLoggerConfig:
     progress_bar: bool = True  # a live bar on a terminal; plain lines in a log file either way
+    print_source: bool = False  # print the run's source files (as copied to source/) at the start
 
     def build(self, console: Console) -> "ConsoleLogger":
-        return ConsoleLogger(console, self.progress_bar)
+        return ConsoleLogger(console, self.progress_bar, self.print_source)
 
 
 class ConsoleLogger(Callback):
-    def __init__(self, console: Console, progress_bar: bool = True):
-        self.console = console
+    def __init__(self, console: Console, progress_bar: bool = True, print_source: bool = False):
+        self.console, self.print_source = console, print_source
         self.live = progress_bar and console.is_terminal
         self.progress: Progress | None = None
 
     def on_train_start(self, trainer) -> None:
+        if self.print_source:
+            for relative in source_files():
+                self.console.rule(str(relative))
+                self.console.print((ROOT / relative).read_text(), highlight=False, markup=False, soft_wrap=True)
         self.console.print(parameter_summary(trainer.raw_model), highlight=False, soft_wrap=True)
         if trainer.resumed_from is not None:
             state = trainer.state
@@ -53,12 +61,13 @@ class ConsoleLogger(Callback):
             TextColumn("{task.fields[speed]} it/s"),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("lr {task.fields[lr]}"),
+            TextColumn("{task.fields[time]}"),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=self.console,
         )
         self.task = self.progress.add_task(
-            "train", total=trainer.cfg.max_iters, completed=trainer.state.step, loss="-", lr="-", speed="-"
+            "train", total=trainer.cfg.max_iters, completed=trainer.state.step, loss="-", lr="-", speed="-", time=""
         )
         self.progress.start()
 
@@ -67,18 +76,20 @@ class ConsoleLogger(Callback):
             self.progress.update(self.task, completed=trainer.state.step)
 
     def on_log(self, trainer, record: dict) -> None:
+        time_shares = shares({phase: record.get(f"time/{phase}_ms", 0.0) for phase in PHASES})
         if self.progress is not None:
             self.progress.update(
                 self.task,
                 loss=f"{record['train/loss']:.4f}",
                 lr=f"{record['lr']:.2e}",
                 speed=f"{1000 / record['ms_per_step']:.1f}",
+                time=time_shares,
             )
         else:
             self.console.print(
                 f"step {record['step']:>6} | loss {record['train/loss']:.4f} | lr {record['lr']:.2e} | "
                 f"{record['ms_per_step']:.1f} ms/step | {record['tokens_per_second']:,.0f} tok/s | "
-                f"grad norm {record['grad_norm']:.3f}",
+                f"grad norm {record['grad_norm']:.3f} | {time_shares}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -102,13 +113,7 @@ class ConsoleLogger(Callback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        self.console.print(
-            f"done: {trainer.state.step} steps, best val loss {trainer.state.best_val_loss:.4f}\n"
-            f"  checkpoint: {trainer.last_checkpoint}\n"
-            f"  metrics:    {trainer.run_dir / 'metrics.jsonl'}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        self.console.print(describe(run_summary(trainer, "done")), highlight=False, soft_wrap=True)
 
 
 def stage_table(record: dict, curriculum, current: int, columns: dict[str, str]) -> Table:

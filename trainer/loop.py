@@ -17,6 +17,7 @@ from trainer.loss import ENTROPY_EMA_DECAY, TrainingLoss
 from trainer.objectives import Batch, Objective
 from trainer.recovery import Recovery
 from trainer.state import TrainState, capture_rng, restore_rng
+from trainer.timing import PhaseTimer
 from trainer.transfer import Transfer
 from trainer.vocab import Vocabulary
 
@@ -96,12 +97,17 @@ class Trainer:
         # the EMA of the loss's entropy multiplier, on the device between checkpoints (in the state in them)
         self.entropy_ema = torch.tensor(self.state.entropy_multiplier_ema, device=device)
         self._evaluated_at: int | None = None
+        self.timer = PhaseTimer(device)
+        self.last_batches: list[Batch] = []  # the CPU batches of the latest step
+        self.last_eval: dict[str, float] = {}  # the metrics of the latest evaluation
 
     def fit(self) -> None:
         if self.snapshot is None and self.last_checkpoint is None:
             # a rollback before the first checkpoint (a non-finite val loss at step 0) returns here
             self.snapshot = copy.deepcopy(self.checkpoint_payload())
+        self.timer.restart()
         self.callbacks.on_train_start(self)
+        self.timer.lap("logging")  # the loggers' set-up
         try:
             while True:
                 if self.eval_due() and not self.evaluate_and_checkpoint():
@@ -113,13 +119,17 @@ class Trainer:
                 self.transfer.maybe_unfreeze(self)  # two-stage transfer only
                 metrics = self.train_step()
                 verdict = self.stability.inspect(metrics.loss, metrics.grad_norm)
+                self.timer.lap("stability")
                 if verdict.ok:
                     self.optimizer_step(metrics)
+                    self.timer.lap("optimizer")
                 elif self.recovery.handle(self, verdict) is Action.ROLLBACK:
+                    self.timer.lap("stability")
                     continue
                 self.state.step += 1
                 self.state.tokens_seen += self.tokens_per_step
                 self.callbacks.on_step_end(self, metrics)
+                self.timer.lap("logging")
         finally:
             self.data.stream.close()
         self.callbacks.on_train_end(self)
@@ -152,15 +162,19 @@ class Trainer:
             self.data.stream.get(step, micro_step, self.state.stage, self.state.rollbacks)
             for micro_step in range(self.cfg.gradient_accumulation_steps)
         ]
+        self.last_batches = batches  # the CPU side, for the mask statistics of a log step
+        self.timer.lap("data")
         step_loss = self.forward_backward(batches)
         self.faults.poison_grads(step, self.raw_model.parameters())
         self.scaler.unscale_(self.optimizer)
-        return StepMetrics(
+        metrics = StepMetrics(
             loss=step_loss.loss,
             grad_norm=self.clip_gradients(),
             entropy_multiplier=step_loss.multiplier,
             wrong_entropy=step_loss.wrong_entropy,
         )
+        self.timer.lap("optimizer")
+        return metrics
 
     def forward_backward(self, batches: list[Batch]) -> TrainingLoss:
         """Accumulate the gradient of the micro-batches; returns the step's loss (device tensors).
@@ -176,11 +190,14 @@ class Trainer:
         for batch, count in zip(batches, units):
             share = count / total_units
             batch = self.objective.on_device(batch.to(self.device))
+            self.timer.lap("data")
             with self.autocast:
                 part = self.objective.training_loss(self.model, batch, penalty)
             loss = self.faults.poison_loss(self.state.step, part.loss * share)
+            self.timer.lap("forward")
             # Backward per micro-batch: each has its own graph, freed before the next one is built.
             self.scaler.scale(loss).backward()
+            self.timer.lap("backward")
             parts.append((share, replace(part, loss=loss.detach())))
         return weighted_sum(parts)
 
@@ -220,18 +237,23 @@ class Trainer:
         metrics = self.evaluate()
         metrics["val/loss"] = self.faults.poison_val_loss(self.state.step, metrics["val/loss"])
         verdict = self.stability.inspect_val_loss(metrics["val/loss"])
+        self.timer.lap("evaluation")
         if not verdict.ok:
             self.callbacks.on_eval(self, metrics)
             self.recovery.handle(self, verdict)
+            self.timer.lap("stability")
             return False
         is_best = metrics["val/loss"] < self.state.best_val_loss
         if is_best:
             self.state.best_val_loss, self.state.best_step = metrics["val/loss"], self.state.step
         advance = self.curriculum.after_eval(self.state, metrics["val/loss"]) if self.curriculum else None
+        self.last_eval = metrics
         self.callbacks.on_eval(self, metrics)
         if advance is not None:
             self.announce(advance)
+        self.timer.lap("logging")
         self.save_checkpoint(is_best)
+        self.timer.lap("checkpoint")
         return True
 
     def request_stop(self, signal_number: int) -> None:

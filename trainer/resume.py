@@ -67,9 +67,11 @@ def earlier_run_artefacts(run: Config, checkpoints: CheckpointDirectory) -> list
     """What an earlier run left in the run folder (checkpoints, metrics, saved config), as paths
     relative to it."""
     run_dir = checkpoints.directory.parent
-    names = {".hydra/config.yaml", "metrics.jsonl"}
+    names = {".hydra/config.yaml", "metrics.jsonl", "summary.json"}
     if run.logger.jsonl is not None:
         names.add(run.logger.jsonl.filename)
+    if run.logger.plot is not None:
+        names.add(run.logger.plot.filename)
     files = [run_dir / name for name in sorted(names)]
     if checkpoints.directory.is_dir():
         files += sorted(checkpoints.directory.iterdir())

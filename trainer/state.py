@@ -22,6 +22,7 @@ class TrainState:
     bad_steps: list[int] = field(default_factory=list)  # stability: recent skipped steps
     unfrozen: bool = False  # transfer=two_stage: the trunk has joined the optimizer
     entropy_multiplier_ema: float = 1.0  # loss.entropy_penalty: EMA (0.99) of the loss multiplier
+    wandb_run_id: str | None = None  # logger.wandb: the wandb run this training continues
 
     def state_dict(self) -> dict:
         return asdict(self)

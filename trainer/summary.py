@@ -1,0 +1,62 @@
+"""The end of a run: what it achieved and where its files are, for the console and summary.json
+(which the sweep summary reads for each job)."""
+
+import json
+import os
+from pathlib import Path
+
+from trainer.checkpoint import BEST
+from trainer.timing import shares
+
+SUMMARY = "summary.json"
+
+
+def run_summary(trainer, status: str) -> dict:
+    """Plain data: status (done, diverged, stopped, ...), steps, best val loss and its step, the
+    final evaluation's metrics, tokens seen, milliseconds per phase, and the run's files."""
+    state = trainer.state
+    return {
+        "status": status,
+        "step": state.step,
+        "max_iters": trainer.cfg.max_iters,
+        "best_val_loss": state.best_val_loss,
+        "best_step": state.best_step,
+        "final": trainer.last_eval,
+        "tokens_seen": state.tokens_seen,
+        "time_ms": trainer.timer.total,
+        "files": run_files(trainer),
+    }
+
+
+def run_files(trainer) -> dict[str, str]:
+    """The run's result files that exist: best.pt, the metrics, the curves."""
+    logger = trainer.cfg.logger
+    candidates = {
+        "best": trainer.checkpoints.directory / BEST,
+        "last": trainer.last_checkpoint,
+        "metrics": trainer.run_dir / logger.jsonl.filename if logger.jsonl else None,
+        "curves": trainer.run_dir / logger.plot.filename if getattr(logger, "plot", None) else None,
+    }
+    return {name: str(path) for name, path in candidates.items() if path is not None and Path(path).exists()}
+
+
+def describe(summary: dict) -> str:
+    """The summary as console lines."""
+    seconds = sum(summary["time_ms"].values()) / 1000
+    lines = [
+        f"{summary['status']}: {summary['step']} of {summary['max_iters']} steps in {seconds:.1f} s, "
+        f"{summary['tokens_seen']:,} tokens seen",
+        f"  best val loss {summary['best_val_loss']:.4f} at step {summary['best_step']}",
+    ]
+    if summary["final"]:
+        overall = {k: v for k, v in summary["final"].items() if "/stage_" not in k}
+        lines.append("  final: " + ", ".join(f"{k} {v:.4f}" for k, v in overall.items()))
+    lines.append("  time: " + shares(summary["time_ms"]))
+    lines += [f"  {name + ':':<9}{path}" for name, path in summary["files"].items()]
+    return "\n".join(lines)
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    staging = run_dir / f".{SUMMARY}.tmp"
+    staging.write_text(json.dumps(summary, indent=1) + "\n")
+    os.replace(staging, run_dir / SUMMARY)

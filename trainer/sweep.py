@@ -1,0 +1,69 @@
+"""The end of a sweep: one row per job (its overrides, best val loss, status) on the console and in
+sweep_summary.csv in the sweep folder. Hydra calls it after the last job (`hydra.callbacks` in
+conf/config.yaml); it reads each job's summary.json, so it works whatever launcher ran the jobs."""
+
+import csv
+import json
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from trainer.summary import SUMMARY
+
+CSV_NAME = "sweep_summary.csv"
+COLUMNS = ("job", "status", "best_val_loss", "best_step", "step", "overrides")
+
+
+def job_rows(sweep_dir: Path) -> list[dict]:
+    """One row per job folder under `sweep_dir` (a folder holding .hydra/overrides.yaml), in job order."""
+    rows = []
+    for overrides_file in sweep_dir.rglob(".hydra/overrides.yaml"):
+        folder = overrides_file.parent.parent
+        summary_file = folder / SUMMARY
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        rows.append(
+            {
+                "job": str(folder.relative_to(sweep_dir)),
+                "status": summary.get("status", "not finished"),
+                "best_val_loss": summary.get("best_val_loss"),
+                "best_step": summary.get("best_step"),
+                "step": summary.get("step"),
+                "overrides": " ".join(OmegaConf.load(overrides_file)),
+            }
+        )
+    return sorted(
+        rows, key=lambda row: (not row["job"].isdigit(), int(row["job"]) if row["job"].isdigit() else 0, row["job"])
+    )
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def table(rows: list[dict]) -> Table:
+    table = Table(title="sweep", title_justify="left")
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in ("best_val_loss", "best_step", "step") else "left")
+    for row in rows:
+        loss = row["best_val_loss"]
+        cells = {**row, "best_val_loss": "-" if loss is None else f"{loss:.4f}"}
+        table.add_row(*("-" if cells[c] is None else str(cells[c]) for c in COLUMNS))
+    return table
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = job_rows(sweep_dir)
+        if not rows:
+            return
+        write_csv(rows, sweep_dir / CSV_NAME)
+        console = Console()
+        console.print(table(rows))
+        console.print(f"sweep summary: {sweep_dir / CSV_NAME}", highlight=False)
