@@ -164,6 +164,13 @@ BAD_INPUTS = [
     (["loss=reference"], ["loss.entropy_penalty.start_iter", "6000", "never reached"]),
     (["mode=language_model", "loss.weight_by_mask_ratio=true"], ["loss.weight_by_mask_ratio", "no mask ratio"]),
     (["loss.weight_by_mask_ratio=yes please"], ["loss.weight_by_mask_ratio"]),
+    (["loss.entropy_penalty.start_iter=2"], ["loss.entropy_penalty.start_iter", "no effect"]),
+    (["loss.entropy_penalty.max=0.5", "loss.entropy_penalty.end_iter=0"], ["loss.entropy_penalty.end_iter"]),
+    (["resume_changes=[optim.lr]"], ["resume_changes", "resume=none"]),
+    (["resume=auto", "resume_changes=[optim.lrr]"], ["resume_changes[0]", "optim.lrr"]),
+    (["loss=null"], ["loss", "null"]),
+    (["mode=null"], ["mode", "null"]),
+    (["loss=[plain,reference]"], ["loss", "one option"]),
     (
         ["stability.inject=[{step:1,target:loss,kind:nan},{step:1,target:loss,kind:nan,bogus:1}]"],
         ["stability.inject[1].bogus", "no such key", "repeat"],

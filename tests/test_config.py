@@ -163,8 +163,19 @@ def test_sequence_scoring_refuses_every_loss_modifier(modifier, unmasking_checkp
     assert err.value.key == SCORER_REFUSES[modifier] and "sequence_scoring" in err.value.problem
 
 
-def test_the_language_model_takes_every_modifier_but_the_mask_ratio():
-    smoothing = ["mode=language_model", "loss.label_smoothing=0.1", "loss.entropy_penalty.max=0.5"]
-    assert check(compose_config([*smoothing, "loss.reduction=sample"])).loss.label_smoothing == 0.1
-    with pytest.raises(ConfigError, match="no mask ratio"):
-        check(compose_config([*smoothing, "loss.weight_by_mask_ratio=true"]))
+MODIFIERS_REFUSED = [
+    ("language_model", "loss.weight_by_mask_ratio=true", "no mask ratio"),
+    ("language_model", "loss.reduction=sample", "token mean"),
+    ("token_classification", "loss.entropy_penalty.max=0.5", "always uniform"),
+]
+
+
+@pytest.mark.parametrize("mode,modifier,reason", MODIFIERS_REFUSED)
+def test_a_mode_takes_the_modifiers_that_mean_something_in_it(mode, modifier, reason):
+    kept = {
+        "language_model": ["loss.label_smoothing=0.1", "loss.entropy_penalty.max=0.5"],
+        "token_classification": ["loss.label_smoothing=0.1", "loss.weight_by_mask_ratio=true", "loss.reduction=sample"],
+    }[mode]
+    assert check(compose_config([f"mode={mode}", *kept])).loss.label_smoothing == 0.1
+    with pytest.raises(ConfigError, match=reason):
+        check(compose_config([f"mode={mode}", *kept, modifier]))

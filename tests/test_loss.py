@@ -123,17 +123,11 @@ def test_with_two_classes_the_wrong_answer_is_always_uniform():
     assert out.loss.item() == pytest.approx(-(soft * logits.log_softmax(-1)).sum(1).mean().item(), rel=1e-6)
 
 
-EVERY_MODIFIER = (
-    "loss.label_smoothing=0.1",
-    "loss.entropy_penalty.max=0.5",
-    "loss.entropy_penalty.start_iter=5",
-    "loss.weight_by_mask_ratio=true",
-)
-
-
+PENALTY = ("loss.entropy_penalty.max=0.5", "loss.entropy_penalty.start_iter=5")
 MODES = {
-    "unmasking": ("mode=unmasking",),
-    # one corruption rate for training and validation, so the val loss measures what is trained
+    "unmasking": ("mode=unmasking", *PENALTY),
+    # one corruption rate for training and validation, so the val loss measures what is trained; with
+    # two classes the entropy penalty means nothing (refused)
     "token_classification": ("mode=token_classification", "mode.rate_min=0.3", "mode.rate_max=0.3"),
 }
 
@@ -141,13 +135,15 @@ MODES = {
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reduction", ["token", "sample"])
 def test_a_run_with_every_modifier_learns(tmp_path, corpus_file, mode, reduction):
-    args = tiny_overrides(corpus_file, *MODES[mode], *EVERY_MODIFIER, f"loss.reduction={reduction}")
+    """Every modifier the mode takes, together."""
+    modifiers = ("loss.label_smoothing=0.1", "loss.weight_by_mask_ratio=true", f"loss.reduction={reduction}")
+    args = tiny_overrides(corpus_file, *MODES[mode], *modifiers)
     train(tmp_path, [*args, "max_iters=40", "eval_interval=20", "optim.lr=5e-3"])
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     val = [r["val/loss"] for r in records if "val/loss" in r]
     assert val[-1] < val[0] - 0.05
     logged = [r for r in records if "loss/entropy_multiplier" in r]
-    assert logged and all(math.isfinite(r["loss/wrong_entropy"]) for r in logged)
+    assert bool(logged) == (mode == "unmasking") and all(math.isfinite(r["loss/wrong_entropy"]) for r in logged)
 
 
 def test_the_multiplier_ema_resumes_bit_exactly(tmp_path, corpus_file):
@@ -160,3 +156,11 @@ def test_the_multiplier_ema_resumes_bit_exactly(tmp_path, corpus_file):
         torch.load(p / "checkpoints" / "ckpt_0000008.pt", weights_only=True) for p in (tmp_path / "a", tmp_path / "b")
     ]
     assert final[0]["state"]["entropy_multiplier_ema"] == final[1]["state"]["entropy_multiplier_ema"]
+
+
+def test_raising_max_iters_on_resume_keeps_the_ramp(tmp_path, corpus_file):
+    args = tiny_overrides(corpus_file, "loss.entropy_penalty.max=0.8", "max_iters=8", "eval_interval=4")
+    train(tmp_path, args)
+    resumed, printed = train(tmp_path, [*args, "max_iters=16", "resume=auto"])
+    assert "the entropy penalty reaches its max at step 8" in printed
+    assert resumed.cfg.loss.entropy_penalty.strength(8, resumed.cfg.max_iters) == pytest.approx(0.8)

@@ -2,12 +2,17 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from tests.conftest import assert_rejected, run_cli, run_in_process, tiny_overrides, train
 from trainer.checkpoint import BEST, CheckpointDirectory
+from trainer.errors import ConfigError
 
 LONG_ENOUGH = ("max_iters=8", "eval_interval=4", "checkpoint.keep_last=5")
 
@@ -134,3 +139,57 @@ def test_a_relaunched_sweep_whose_jobs_now_mean_other_values_is_refused_job_by_j
     for job in ("0", "1"):
         assert f"resumed from {sweep / job / 'checkpoints' / 'ckpt_0000002.pt'} at step 2" in longer.stdout
         assert [r["step"] for r in records(sweep / job / "metrics.jsonl") if "val/loss" in r] == [0, 2, 4]
+
+
+def test_resume_path_of_another_folder_into_a_used_one_is_refused(tmp_path, corpus_file):
+    args = tiny_overrides(corpus_file, *LONG_ENOUGH)
+    train(tmp_path / "a", args)
+    train(tmp_path / "b", args)
+    before = files_of(tmp_path / "a")
+    with pytest.raises(ConfigError, match="belongs to another run folder"):
+        train(tmp_path / "a", [*args, f"resume={tmp_path / 'b' / 'checkpoints' / 'ckpt_0000008.pt'}"])
+    assert files_of(tmp_path / "a") == before
+    # into a new folder it starts a run of its own from that checkpoint; a run folder names its latest
+    resumed, _ = train(tmp_path / "c", [*args, "max_iters=12", f"resume={tmp_path / 'b'}"])
+    assert resumed.resumed_from == tmp_path / "b" / "checkpoints" / "ckpt_0000008.pt" and resumed.state.step == 12
+
+
+def test_a_checkpoint_abandoned_by_an_earlier_resume_is_refused(tmp_path, corpus_file):
+    args = tiny_overrides(corpus_file, "max_iters=12", "eval_interval=4", "checkpoint.keep_last=10")
+    train(tmp_path, args)
+    folder = tmp_path / "checkpoints"
+    train(tmp_path, [*args, f"resume={folder / 'ckpt_0000004.pt'}", "max_iters=8"])  # a new line: 4, 8
+    assert (folder / "ckpt_0000012.pt").exists()  # the abandoned step, not yet passed by the new line
+    with pytest.raises(ConfigError, match="not on the current line"):
+        train(tmp_path, [*args, f"resume={folder / 'ckpt_0000012.pt'}", "max_iters=16"])
+
+
+def test_max_iters_below_the_checkpoint_is_refused(tmp_path, corpus_file):
+    args = tiny_overrides(corpus_file, *LONG_ENOUGH)
+    train(tmp_path, args)
+    with pytest.raises(ConfigError, match="below the step of the checkpoint resumed"):
+        train(tmp_path, [*args, "resume=auto", "max_iters=6"])
+
+
+def test_resuming_a_float32_run_with_float16_starts_the_loss_scale_afresh(tmp_path, corpus_file):
+    args = tiny_overrides(corpus_file, "max_iters=4", "eval_interval=4")
+    train(tmp_path, args)
+    resumed, _ = train(tmp_path, [*args, "resume=auto", "max_iters=6", "system.dtype=float16"])
+    assert resumed.state.step == 6 and resumed.scaler.is_enabled()
+
+
+def test_a_stop_signal_before_training_leaves_nothing(tmp_path, corpus_file):
+    """SIGINT while the command is still loading or building: one line, 130, no run folder."""
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer", *tiny_overrides(corpus_file), f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["stopped by SIGINT before training started: nothing was trained or kept"]
+    assert not run_dir.exists()

@@ -73,7 +73,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     # Everything is accepted: from here on files are written.
     corpus.save()
     if resumed is not None:
-        for line in reconcile(resumed["config"], record, run):
+        changes = reconcile(resumed, record, run)
+        for line in changes if not run.eval_only else []:  # an evaluation changes nothing
             console.print(line, highlight=False, soft_wrap=True)
     if not run.eval_only:
         write_run_files(record, run_dir, overrides)

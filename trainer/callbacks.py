@@ -82,16 +82,7 @@ class JsonlLogger(Callback):
         self._write(record)
 
     def on_eval(self, trainer, record: dict) -> None:
-        state = trainer.state
-        self._write(
-            {
-                "step": state.step,
-                **record,
-                "lr": trainer.lr,
-                "stage/index": state.stage,
-                "stage/stale_count": state.stale_count,
-            }
-        )
+        self._write(eval_record(trainer, record))
 
     def on_event(self, trainer, message: str, record: dict) -> None:
         self._write({"step": trainer.state.step, **record})
@@ -99,6 +90,19 @@ class JsonlLogger(Callback):
     def _write(self, record: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def eval_record(trainer, metrics: dict) -> dict:
+    """An evaluation's line for the loggers: the step, the metrics, the learning rate of the next
+    step and where the curriculum stands."""
+    state = trainer.state
+    return {
+        "step": state.step,
+        **metrics,
+        "lr": trainer.lr,
+        "stage/index": state.stage,
+        "stage/stale_count": state.stale_count,
+    }
 
 
 def _records(path: Path) -> list[dict]:

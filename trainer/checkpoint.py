@@ -152,6 +152,11 @@ def _step_number(path: Path) -> int:
     return int(_STEP_FILE.match(path.name).group(1))
 
 
+def step_in_name(path: Path) -> int | None:
+    """The step of a `ckpt_<step>.pt` file, None for any other name (best.pt, a copied file)."""
+    return _step_number(path) if _STEP_FILE.match(path.name) else None
+
+
 def _step_of(path: Path) -> int | None:
     """The step a checkpoint file holds (read lazily: the tensors stay on disk), None if unreadable."""
     try:
@@ -176,7 +181,7 @@ class CheckpointWriteError(RuntimeError):
         super().__init__(f"cannot write checkpoint {path}: {err.strerror or err}")
 
 
-CHECKPOINT_PATH = "the path of a checkpoint file, or of a folder with ckpt_*.pt"
+CHECKPOINT_PATH = "the path of a checkpoint file, of a folder with ckpt_*.pt, or of a run folder"
 
 
 def find_checkpoint(path: str | Path, key: str) -> Path:
@@ -185,6 +190,8 @@ def find_checkpoint(path: str | Path, key: str) -> Path:
     Cheap (no file is read), so the config contract can call it before anything runs.
     """
     path = Path(path).expanduser()
+    if path.is_dir() and (path / "checkpoints").is_dir():  # a run folder: its checkpoints
+        path = path / "checkpoints"
     if path.is_dir():
         latest = CheckpointDirectory(path, keep_last=1).latest()
         if latest is None:

@@ -7,7 +7,7 @@ into these schemas (a misspelt key fails there); trainer/contract.py then checks
 its domain and the rules below, before anything is built or written.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Annotated, Any
 
 from annotated_types import Interval
@@ -96,6 +96,7 @@ class Config:
             )
         self._check_curriculum()
         self._check_loss()
+        self._check_resume_changes()
         self._check_schedule()
         if self.transfer.freezes and self.mode.head == Head.lm:
             raise ConfigError(
@@ -146,7 +147,16 @@ class Config:
                 raise ConfigError(
                     f"loss.{key}",
                     f"means nothing in {self.mode.name}: {self.mode.loss_refusals[key]}",
-                    f"loss=plain for {self.mode.name}",
+                    f"loss.{LOSS_OFF[key]} for {self.mode.name}",
+                )
+
+    def _check_resume_changes(self) -> None:
+        if self.resume_changes and self.resume == "none":
+            raise ConfigError("resume_changes", "names changes to a resumed run, and resume=none starts fresh", "[]")
+        for index, key in enumerate(self.resume_changes):
+            if not _has_key(self, key):
+                raise ConfigError(
+                    f"resume_changes[{index}]", f"{key!r} is not a key of this config", "dotted keys such as optim.lr"
                 )
 
     def _check_schedule(self) -> None:
@@ -160,7 +170,7 @@ class Config:
                     f"an integer in [0, {last}]",
                 )
         penalty = self.loss.entropy_penalty
-        if penalty.max > 0 and penalty.start_iter >= self.max_iters:
+        if penalty.max > 0 and penalty.start_iter >= penalty.end(self.max_iters):
             raise ConfigError(
                 "loss.entropy_penalty.start_iter",
                 f"{penalty.start_iter} is never reached in a run of max_iters={self.max_iters}",
@@ -173,6 +183,27 @@ class Config:
                 f"{unfreeze} is never reached in a run of max_iters={self.max_iters}",
                 f"an integer in [1, {self.max_iters - 1}]",
             )
+
+
+# the value that turns each loss modifier off, for the message that refuses it in a mode
+LOSS_OFF = {
+    "weight_by_mask_ratio": "weight_by_mask_ratio=false",
+    "label_smoothing": "label_smoothing=0",
+    "entropy_penalty": "entropy_penalty.max=0",
+    "reduction": "reduction=token",
+}
+
+
+def _has_key(node, dotted: str) -> bool:
+    """Whether the config tree holds the dotted key (a field of a dataclass node, or a list index)."""
+    for name in dotted.split("."):
+        if is_dataclass(node) and name in {f.name for f in fields(node)}:
+            node = getattr(node, name)
+        elif isinstance(node, list) and name.isdigit() and int(name) < len(node):
+            node = node[int(name)]
+        else:
+            return False
+    return True
 
 
 def register_schemas() -> None:

@@ -12,7 +12,7 @@ TYPE_PROBLEMS = {
     "could not be converted to Integer": "an integer",
     "could not be converted to Float": "a number",
     "is not a valid bool": "true or false",
-    "is not a ListConfig": "a list, e.g. [a, b]",
+    "is not a ListConfig": "a list in brackets, e.g. [a, b]",
     "is not Optional": "a value (this key cannot be null)",
     "Cannot merge DictConfig with ListConfig": "a list of entries, e.g. [{...}]",
     "expected one of": "one of the values named",
@@ -23,7 +23,7 @@ def one_line(err: Exception) -> str:
     reason = err.__cause__ or err.__context__  # what OmegaConf said below Hydra's summary
     text = f"{err} {reason or ''}"
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
-    cause = str(reason).splitlines()[0] if reason is not None and str(reason) else first
+    cause = (str(reason).splitlines()[0] if reason is not None and str(reason) else first).rstrip(".")
     if missing := re.search(r"Could not find '([^']+)/([^']+)'", text):
         options = [o for o in getattr(err, "options", None) or [] if not o.startswith("schema")]
         return f"{missing.group(1)}: {missing.group(2)!r} is not an option; allowed: {', '.join(options)}"

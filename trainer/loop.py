@@ -321,7 +321,8 @@ class Trainer:
         # the optimizer's groups must match the saved ones: frozen or unfrozen trunk
         self.optimizer = self.transfer.optimizer_for(self.raw_model, payload["state"].get("unfrozen", False))
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.scaler.load_state_dict(payload["scaler"])
+        if payload["scaler"]:  # empty when saved without loss scaling (float32): a float16 resume starts afresh
+            self.scaler.load_state_dict(payload["scaler"])
         self.state.load_state_dict(payload["state"])
         self.entropy_ema.fill_(self.state.entropy_multiplier_ema)
         restore_rng(payload["rng"])

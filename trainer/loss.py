@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from annotated_types import Ge, Interval
 
+from trainer.errors import ConfigError
+
 ENTROPY_EMA_DECAY = 0.99  # the logged multiplier is an EMA over steps, kept in the train state
 
 
@@ -38,14 +40,34 @@ class Reduction(str, Enum):
 
 @dataclass
 class EntropyPenaltyConfig:
-    max: Annotated[float, Ge(0)] = 0.0  # pi reached at max_iters; 0 turns the penalty off
-    start_iter: Annotated[int, Ge(0)] = 0  # pi ramps linearly from 0 at this step to `max` at max_iters
+    max: Annotated[float, Ge(0)] = 0.0  # pi reached at the end of the ramp; 0 turns the penalty off
+    start_iter: Annotated[int, Ge(0)] = 0  # pi ramps linearly from 0 at this step ...
+    end_iter: Annotated[int, Ge(1)] | None = None  # ... to `max` at this one (null: max_iters)
+
+    def __post_init__(self):
+        if self.max == 0:
+            for key, unused in (("start_iter", self.start_iter != 0), ("end_iter", self.end_iter is not None)):
+                if unused:
+                    raise ConfigError(
+                        f"loss.entropy_penalty.{key}",
+                        "has no effect while loss.entropy_penalty.max=0 (the penalty is off)",
+                        f"loss.entropy_penalty.max > 0, or the default {key}",
+                    )
+        elif self.end_iter is not None and self.end_iter <= self.start_iter:
+            raise ConfigError(
+                "loss.entropy_penalty.end_iter",
+                f"{self.end_iter} is not after loss.entropy_penalty.start_iter={self.start_iter}",
+                f"an integer > {self.start_iter}, or null for max_iters",
+            )
+
+    def end(self, max_iters: int) -> int:
+        return self.end_iter if self.end_iter is not None else max_iters
 
     def strength(self, step: int, max_iters: int) -> float:
-        """pi at `step`: 0 before start_iter, then linear up to `max` at max_iters."""
+        """pi at `step`: 0 before start_iter, then linear up to `max` at the end of the ramp."""
         if self.max == 0 or step < self.start_iter:
             return 0.0
-        return self.max * min(1.0, (step - self.start_iter) / max(1, max_iters - self.start_iter))
+        return self.max * min(1.0, (step - self.start_iter) / max(1, self.end(max_iters) - self.start_iter))
 
 
 @dataclass

@@ -2,14 +2,14 @@
 
 Run length and reporting may change (each change is printed); anything that changes what is being
 trained (optimizer, schedule, masking, stages, mode, data, seed) is refused unless the user names
-the keys in `resume_changes=[...]`. Raising max_iters keeps the original decay horizon, so the
-learning rate does not jump.
+the keys in `resume_changes=[...]`. Raising max_iters keeps the original horizons of the learning
+rate decay and of the entropy penalty's ramp, so neither jumps.
 """
 
 import copy
 from pathlib import Path
 
-from trainer.checkpoint import CheckpointDirectory, find_checkpoint, load_checkpoint
+from trainer.checkpoint import LINEAGE, CheckpointDirectory, find_checkpoint, load_checkpoint, step_in_name
 from trainer.config import Config
 from trainer.errors import ConfigError
 
@@ -38,7 +38,7 @@ def check_resume(run: Config, record: dict, run_dir: Path) -> None:
     run = copy.deepcopy(run)
     path = resume_point(run, run.checkpoint.build(run_dir))
     if path is not None:
-        reconcile(load_checkpoint(path, lazy=True)["config"], copy.deepcopy(record), run)
+        reconcile(load_checkpoint(path, lazy=True), copy.deepcopy(record), run)
 
 
 def resume_point(run: Config, checkpoints: CheckpointDirectory) -> Path | None:
@@ -57,10 +57,42 @@ def resume_point(run: Config, checkpoints: CheckpointDirectory) -> Path | None:
                 "resume=auto to continue it, or another run_name for a new run",
             )
         return None
-    path = checkpoints.latest() if run.resume == "auto" else find_checkpoint(run.resume, "resume")
+    if run.resume == "auto":
+        path = checkpoints.latest()
+    else:
+        path = find_checkpoint(run.resume, "resume")
+        if not run.eval_only:
+            check_continues_the_folder(path, run, checkpoints)
     if path is None and run.eval_only:
         raise ConfigError("eval_only", f"{run_dir} holds no checkpoint to evaluate", "resume=PATH of a checkpoint")
     return path
+
+
+def check_continues_the_folder(path: Path, run: Config, checkpoints: CheckpointDirectory) -> None:
+    """`resume=PATH` continues the line of training of the run folder it writes into: refuse a
+    checkpoint of another folder when this one holds a run already, and a checkpoint of this folder
+    that is not on its current line (a branch abandoned by an earlier resume), which would mix runs."""
+    run_dir = checkpoints.directory.parent
+    if path.resolve().parent != checkpoints.directory.resolve():
+        found = earlier_run_artefacts(run, checkpoints)
+        if found:
+            listed = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+            raise ConfigError(
+                "resume",
+                f"{path} belongs to another run folder, and {run_dir} already holds a run ({listed})",
+                "resume=auto to continue this folder's run, or a new run folder (run_name=... or "
+                "hydra.run.dir=...) to start from that checkpoint",
+            )
+        return
+    step = step_in_name(path)
+    line = checkpoints.lineage()
+    if step is not None and step not in line:
+        raise ConfigError(
+            "resume",
+            f"{path.name} is not on the current line of training of {run_dir} (steps {line} in "
+            f"checkpoints/{LINEAGE}): an earlier resume abandoned it",
+            "a checkpoint of the current line or resume=auto, or a new run folder to start from that checkpoint",
+        )
 
 
 def earlier_run_artefacts(run: Config, checkpoints: CheckpointDirectory) -> list[str]:
@@ -88,41 +120,83 @@ def flatten(tree, prefix: str = "") -> dict:
     return flat
 
 
-def reconcile(saved: dict, current: dict, run: Config) -> list[str]:
-    """Check the differences between the checkpoint's config and this run's (`current`, the record
-    the new checkpoints will store); return the lines that say what changed.
+def reconcile(payload: dict, current: dict, run: Config) -> list[str]:
+    """Check the differences between the config of the checkpoint `payload` and this run's
+    (`current`, the record the new checkpoints will store); return the lines that say what changed.
 
-    Raises ConfigError listing `key: saved -> now` for changes nobody asked for.
+    Raises ConfigError listing `key: saved -> now` for changes nobody asked for, and for a
+    max_iters below the checkpoint's step.
     """
-    saved = copy.deepcopy(saved)
-    lines = keep_decay_horizon(saved, current, run)
+    step = payload["state"]["step"]
+    if step > run.max_iters and not run.eval_only:
+        raise ConfigError(
+            "max_iters",
+            f"{run.max_iters} is below the step of the checkpoint resumed ({step})",
+            f"an integer >= {step}, or eval_only=true to evaluate it",
+        )
+    saved = copy.deepcopy(payload["config"])
+    lines = keep_horizons(saved, current, run)
     before, after = flatten(saved), flatten(current)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     asked = tuple(run.resume_changes)
     refused = [k for k in changed if not _matches(k, FREE_TO_CHANGE) and not _matches(k, asked)]
     if refused:
-        listed = "; ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in refused)
+        listed = "; ".join(f"{k}: {_short(before.get(k))} -> {_short(after.get(k))}" for k in refused)
         raise ConfigError(
             "resume",
             f"the config differs from the checkpoint's ({listed})",
             "the same values, or resume_changes=[KEY, ...]",
         )
-    shown = [k for k in changed if k not in ("resume", "eval_only")]  # the user typed these two to resume
+    # the user typed resume and eval_only to resume; run_name is the folder's name, a timestamp by default
+    shown = [k for k in changed if k not in ("resume", "eval_only", "run_name")]
     changes = [f"resume: {k} changed {before.get(k)!r} -> {after.get(k)!r}" for k in shown]
     return changes + lines
 
 
-def keep_decay_horizon(saved: dict, current: dict, run: Config) -> list[str]:
-    """`optim.lr_decay_iters: null` means "until max_iters" of the run that started the schedule: a
-    resume that raises max_iters keeps that horizon instead of making the learning rate jump. Both
-    configs (and the run) get the horizon written out, so it is compared and saved as a number."""
-    horizon = saved["optim"]["lr_decay_iters"] = saved["optim"]["lr_decay_iters"] or saved["max_iters"]
-    if run.optim.lr_decay_iters is not None:
-        return []
-    run.optim.lr_decay_iters = current["optim"]["lr_decay_iters"] = horizon
-    if horizon == run.max_iters:
-        return []
-    return [f"resume: the learning rate decays until step {horizon}, as in the run resumed (optim.lr_decay_iters)"]
+# Schedules whose `null` end means "at max_iters" of the run that started them: (section, key, what
+# the horizon is, in words). A resume that raises max_iters keeps the horizon instead of making the
+# schedule jump.
+HORIZONS = (
+    ("optim", "lr_decay_iters", "the learning rate decays until step {}"),
+    ("loss.entropy_penalty", "end_iter", "the entropy penalty reaches its max at step {}"),
+)
+
+
+def keep_horizons(saved: dict, current: dict, run: Config) -> list[str]:
+    """Write each schedule's horizon out in both configs (and the run), so it is compared and saved
+    as a number; returns a line for each horizon that now differs from max_iters."""
+    lines = []
+    for section, key, says in HORIZONS:
+        saved_node, current_node = _node(saved, section), _node(current, section)
+        if saved_node is None or (section.startswith("loss") and not saved_node.get("max")):
+            continue  # no such schedule in the run resumed (an older checkpoint, or the penalty off)
+        horizon = saved_node[key] = saved_node.get(key) or saved["max_iters"]
+        run_node = _attribute(run, section)
+        if getattr(run_node, key) is not None:
+            continue
+        setattr(run_node, key, horizon)
+        current_node[key] = horizon
+        if horizon != run.max_iters:
+            lines.append(f"resume: {says.format(horizon)}, as in the run resumed ({section}.{key})")
+    return lines
+
+
+def _node(tree: dict, dotted: str) -> dict | None:
+    for name in dotted.split("."):
+        tree = tree.get(name) if isinstance(tree, dict) else None
+    return tree
+
+
+def _attribute(run: Config, dotted: str):
+    for name in dotted.split("."):
+        run = getattr(run, name)
+    return run
+
+
+def _short(value, limit: int = 80) -> str:
+    """A value for a one-line message: long ones (a list of stages) are cut."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _matches(key: str, patterns: tuple[str, ...]) -> bool:

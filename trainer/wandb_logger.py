@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.callbacks import Callback
+from trainer.callbacks import Callback, eval_record
 from trainer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -169,18 +169,7 @@ class WandbLogger(Callback):
         self._log(trainer, record)
 
     def on_eval(self, trainer, record: dict) -> None:
-        # the same fields as the JSONL logger's evaluation line
-        state = trainer.state
-        self._log(
-            trainer,
-            {
-                STEP_KEY: state.step,
-                **record,
-                "lr": trainer.lr,
-                "stage/index": state.stage,
-                "stage/stale_count": state.stale_count,
-            },
-        )
+        self._log(trainer, eval_record(trainer, record))  # the JSONL logger's evaluation line
 
     def on_event(self, trainer, message: str, record: dict) -> None:
         # strings (an event's name) become text cells of the row; wandb charts only the numbers

@@ -18,7 +18,10 @@ class LanguageModelMode(ModeConfig):
     head = Head.lm
     attention = Attention.causal
     window_offset = 1  # inputs tokens[:-1], targets tokens[1:]
-    loss_refusals = {"weight_by_mask_ratio": "a language model masks nothing, so there is no mask ratio"}
+    loss_refusals = {
+        "weight_by_mask_ratio": "a language model masks nothing, so there is no mask ratio",
+        "reduction": "every sample has block_size targets, so per-sample means are the token mean",
+    }
 
     def build_objective(self, vocab, curriculum, filler, loss) -> Objective:
         return LanguageModelObjective(loss.build(vocab.base_size))

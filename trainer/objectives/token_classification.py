@@ -53,6 +53,9 @@ class TokenClassificationMode(ModeConfig):
 
     head = Head.token_classifier
     attention = Attention.bidirectional
+    loss_refusals = {
+        "entropy_penalty": "with two classes there is one wrong answer, so its distribution is always uniform",
+    }
 
     def __post_init__(self):
         super().__post_init__()

@@ -1,0 +1,149 @@
+"""Before Hydra creates a run folder: compose and check the config of every job a command would run.
+
+Each job of a sweep is composed and checked (values, the checkpoint to resume and what may change
+on resume, writable folders), so a bad value in job 3 stops the sweep before job 1 starts and a
+rejected command leaves nothing behind.
+"""
+
+import argparse
+import copy
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from trainer.contract import check, check_writable
+from trainer.errors import ConfigError, UserError
+from trainer.resume import check_resume
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def preflight(args: argparse.Namespace) -> Path | None:
+    """Compose and check the config of every job the command asks for; raise on the first bad one.
+    Returns the first folder of the run (or sweep) folder that does not exist yet (None: all do).
+
+    Commands that only print (--help, --cfg, --info) are left to Hydra.
+    """
+    actions = [name for name in ("multirun", "cfg", "info", "shell_completion") if getattr(args, name)]
+    if len(actions) > 1:
+        raise ConfigError("command line", f"--{' and --'.join(actions)} together", "one of --multirun, --cfg, --info")
+    if args.hydra_help:  # Hydra's own help composes only its own config: the run's overrides do not apply
+        args.overrides = [o for o in args.overrides if o.lstrip("+~").startswith("hydra")]
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return None
+    refuse_group_misuse(args.overrides)
+    key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
+    refused = []  # (job number, its run folder, the error) of the jobs whose resume is refused
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="trainer"):
+        jobs = sweep_jobs(args.overrides) if args.multirun else [args.overrides]
+        if not jobs:
+            raise ConfigError("--multirun", "the sweep has no job", "overrides whose sweeps hold at least one value")
+        for number, overrides in enumerate(jobs):
+            cfg = compose_job(overrides)
+            job = copy.deepcopy(cfg)
+            with open_dict(job):
+                del job["hydra"]
+            run = check(job)
+            output = OmegaConf.select(cfg, key)
+            check_writable(output, key)
+            check_writable(run.data.cache_dir, "data.cache_dir")
+            run_dir = job_folder(cfg, number) if args.multirun else Path(output)
+            check_writable(run_dir, "hydra.sweep.subdir" if args.multirun else key)
+            try:
+                check_resume(run, OmegaConf.to_container(job, resolve=True, enum_to_str=True), run_dir)
+            except UserError as err:
+                refused.append((number, run_dir, err))
+    refuse_resumes(refused, args.multirun)
+    return first_missing_folder(Path(output))
+
+
+def job_folder(cfg: DictConfig, number: int) -> Path:
+    """The run folder of job `number` of a sweep, as Hydra's launcher will name it."""
+    with open_dict(cfg):
+        cfg.hydra.job.num = cfg.hydra.job.id = number
+    return Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
+
+
+def refuse_resumes(refused: list[tuple[int, Path, UserError]], multirun: bool) -> None:
+    """One error for all the jobs whose resume is refused: a re-launched sweep whose job numbers now
+    mean other values is refused job by job, before any job runs."""
+    if not refused:
+        return
+    _, _, first = refused[0]
+    if not multirun:
+        raise first
+    problems = "; ".join(f"job {number} ({folder}): {err.problem}" for number, folder, err in refused)
+    raise type(first)(first.key, problems, first.allowed)
+
+
+GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())
+OPTIONAL_GROUPS = ("masking", "stages", "experiment", "debug")
+LIST_GROUPS = ("logger",)
+
+
+def refuse_group_misuse(overrides: list[str]) -> None:
+    """What Hydra would take badly or silently: `~group` of a required group (its bare schema
+    defaults would remain), `group=null` (not an option), and a list of options for a group that
+    takes one (Hydra would merge them)."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        group = key.lstrip("+~")
+        if group not in GROUPS:
+            continue
+        options = f"an option of conf/{group}/" + (f", or ~{group} for none" if group in OPTIONAL_GROUPS else "")
+        if key.startswith("~") and group not in OPTIONAL_GROUPS:
+            raise ConfigError(group, "cannot be removed", f"another option or value, e.g. {group}=...")
+        if value.strip() == "null":
+            raise ConfigError(group, "null is not an option", options)
+        if value.strip().startswith("[") and group not in LIST_GROUPS:
+            raise ConfigError(group, f"{value} lists several options, and {group} takes one option", options)
+
+
+def first_missing_folder(path: Path) -> Path | None:
+    path = path.expanduser().absolute()
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    return missing[-1] if missing else None
+
+
+def compose_job(overrides: list[str]) -> DictConfig:
+    try:
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, AssertionError) as err:
+        # OmegaConf asserts when a key is set under a group that is null in this run
+        problem = unset_group_error(overrides)
+        if problem is None:
+            raise
+        raise problem from err
+
+
+def unset_group_error(overrides: list[str]) -> UserError | None:
+    """The error for an override of a key in a group that this run leaves unset (null), such as
+    `masking.target_masked_ratio=0.3` while the stages carry their own masking."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    choices = [o for o, key in zip(overrides, keys) if "." not in key]
+    try:
+        cfg = compose(config_name="config", overrides=choices)
+    except (HydraException, OmegaConfBaseException):
+        return None
+    for key in keys:
+        group = key.split(".", 1)[0]
+        if "." in key and group in cfg and cfg[group] is None:
+            return ConfigError(
+                key,
+                f"sets a key of {group}, and no {group} is chosen in this run",
+                f"{group}=<option> first (conf/{group}/)",
+            )
+    return None
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The overrides of each job of a basic sweep (`a=1,2 b=x,y` is four jobs), in launch order."""
+    # the config loader lets glob(...) sweeps list a group's options
+    parsed = OverridesParser.create(GlobalHydra.instance().config_loader()).parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
