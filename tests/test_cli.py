@@ -152,7 +152,10 @@ BAD_INPUTS = [
     (["logger=[console,plot]"], ["logger", "jsonl is not chosen"]),
     (["logger=[console,jsonl,wandb]", "logger.wandb.project=a/b"], ["logger.wandb.project"]),
     (["logger=[console,jsonl,wandb]", "logger.wandb.mode=loud"], ["logger.wandb.mode", "offline"]),
-    (["logger=[console,nonsense]"], ["logger", "nonsense"]),
+    (["logger=[console,nonsense]"], ["logger", "'nonsense' is not an option", "console, jsonl, plot, wandb"]),
+    (["logger.wandb.mode=offline"], ["logger.wandb.mode", "logger=[..., wandb]"]),
+    (["logger=[console,jsonl,plot]", "logger.plot.filename=curves.jpg"], ["logger.plot.filename", ".png"]),
+    (["loss.reduction=tokens"], ["loss.reduction", "[token, sample]"]),
     # the loss group
     (["loss=bogus"], ["loss", "plain, reference"]),
     (["loss.label_smoothing=1"], ["loss.label_smoothing", "less than 1"]),

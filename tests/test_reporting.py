@@ -74,6 +74,8 @@ def test_the_run_ends_with_a_summary(tmp_path, corpus_file):
     assert summary["best_val_loss"] == best["val/loss"] and summary["best_step"] == best["step"]
     assert summary["final"]["val/loss"] == evals[-1]["val/loss"]
     assert set(summary["time_ms"]) == set(PHASES)
+    logged = sum(r["time/evaluation_ms"] for r in records(run_dir) if "time/evaluation_ms" in r)
+    assert summary["time_ms"]["evaluation"] > logged  # the final evaluation, after the last log step, counts
     assert f"best val loss {best['val/loss']:.4f} at step {best['step']}" in result.stdout
     assert str(run_dir / "checkpoints" / "best.pt") in result.stdout
 

@@ -31,7 +31,7 @@ from trainer.errors import ConfigError, UserError
 from trainer.hydra_errors import one_line
 from trainer.loop import EVALUATIONS, StopRequested
 from trainer.preflight import CONF_DIR, preflight
-from trainer.summary import run_summary, write_summary
+from trainer.summary import describe, run_summary, write_summary
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -52,17 +52,23 @@ _job_folder: Path | None = None
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
-class StartupInterrupted(BaseException):
-    """A stop signal before training started: nothing to checkpoint. A BaseException, so that it
-    passes through Hydra's job runner to `main`."""
-
-    def __init__(self, signal_number: int):
-        super().__init__(signal_number)
-        self.signal_number = signal_number
+# A stop signal that came before training started. The handler only notes it: raising from a
+# handler could land inside an import or a file write; the command checks it at safe points.
+_startup_signal: int | None = None
 
 
 def stop_at_startup(signal_number, frame) -> None:
-    raise StartupInterrupted(signal_number)
+    global _startup_signal
+    if _startup_signal is not None and signal_number == signal.SIGINT:
+        print("interrupted twice: stopped at once", file=sys.stderr, flush=True)
+        os._exit(EXIT_INTERRUPTED)
+    _startup_signal = _startup_signal or signal_number
+
+
+def check_startup_signal() -> None:
+    """End the command here if a stop signal came while it was starting."""
+    if _startup_signal is not None:
+        stopped_at_startup(_startup_signal)
 
 
 def train(cfg: DictConfig) -> float:
@@ -73,6 +79,7 @@ def train(cfg: DictConfig) -> float:
     for signal_number in STOP_SIGNALS:  # not the handlers of the previous job of a sweep
         signal.signal(signal_number, stop_at_startup)
     _job_folder = run_dir if not any(run_dir.iterdir()) else None
+    check_startup_signal()
     # A log file has no terminal width: give tables room instead of rich's default of 80 columns.
     console = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
     try:
@@ -84,12 +91,16 @@ def train(cfg: DictConfig) -> float:
         metrics = trainer.evaluate_only()
         console.print(f"evaluated {trainer.resumed_from}; metrics appended to {run_dir / EVALUATIONS}", highlight=False)
         return metrics["val/loss"]
+    check_startup_signal()  # after the build, before anything is trained
     console.print(f"run directory: {run_dir}", highlight=False)
     stop_on_signals(trainer)
     _job_folder = None
     status, code = fit(trainer)
+    summary = run_summary(trainer, status)
+    if code is not None:  # a finished run's summary is printed by the console logger
+        console.print(describe(summary), highlight=False, soft_wrap=True)
     try:
-        write_summary(run_dir, run_summary(trainer, status))
+        write_summary(run_dir, summary)
     except OSError:  # the disk that failed the checkpoint may fail this too; the exit code says it
         pass
     if code == EXIT_DIVERGED and hydra_cfg.mode == RunMode.MULTIRUN:
@@ -145,14 +156,13 @@ def main() -> None:
         args = parser.parse_intermixed_args(sys.argv[1:])
         global _created_by_this_run
         _created_by_this_run = preflight(args)
+        check_startup_signal()
         _diverged_jobs.clear()
         _run_hydra(args=args, args_parser=parser, task_function=train, config_path=CONF_DIR, config_name="config")
     except UserError as err:
         fail(str(err))
     except (HydraException, OmegaConfBaseException) as err:
         fail(one_line(err))
-    except StartupInterrupted as stop:
-        stopped_at_startup(stop.signal_number)
     if _diverged_jobs:
         folders = ", ".join(str(folder) for folder in _diverged_jobs)
         print(f"error: {len(_diverged_jobs)} job(s) of the sweep diverged: {folders}", file=sys.stderr)

@@ -2,11 +2,13 @@
 allowed, for the command line's exit-code-2 contract."""
 
 import re
+from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # What OmegaConf says about a value of the wrong type -> what the key allows
 TYPE_PROBLEMS = {
     "could not be converted to Integer": "an integer",
@@ -24,6 +26,11 @@ def one_line(err: Exception) -> str:
     text = f"{err} {reason or ''}"
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
     cause = (str(reason).splitlines()[0] if reason is not None and str(reason) else first).rstrip(".")
+    cause = re.sub(r", expected one of \[[^\]]*\]", "", cause)  # the choices go to "allowed"
+    if unloadable := re.search(r"Could not load '([^'/]+)/([^']+)'", text):  # an option in a list of options
+        group, option = unloadable.groups()
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        return f"{group}: {option!r} is not an option; allowed: {', '.join(options)}"
     if missing := re.search(r"Could not find '([^']+)/([^']+)'", text):
         options = [o for o in getattr(err, "options", None) or [] if not o.startswith("schema")]
         return f"{missing.group(1)}: {missing.group(2)!r} is not an option; allowed: {', '.join(options)}"
@@ -75,6 +82,8 @@ def _list_entry_key(text: str, key: str) -> str | None:
 
 
 def _allowed(text: str) -> str:
+    if choices := re.search(r"expected one of (\[[^\]]*\])", text):
+        return f"; allowed: {choices.group(1)}"
     allowed = next((allowed for problem, allowed in TYPE_PROBLEMS.items() if problem in text), None)
     return f"; allowed: {allowed}" if allowed else ""
 

@@ -123,8 +123,9 @@ def compose_job(overrides: list[str]) -> DictConfig:
 
 
 def unset_group_error(overrides: list[str]) -> UserError | None:
-    """The error for an override of a key in a group that this run leaves unset (null), such as
-    `masking.target_masked_ratio=0.3` while the stages carry their own masking."""
+    """The error for an override of a key below a node this run leaves unset (null), such as
+    `masking.target_masked_ratio=0.3` while the stages carry their own masking, or
+    `logger.wandb.mode=offline` while wandb is not among the loggers."""
     keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     choices = [o for o, key in zip(overrides, keys) if "." not in key]
     try:
@@ -132,14 +133,20 @@ def unset_group_error(overrides: list[str]) -> UserError | None:
     except (HydraException, OmegaConfBaseException):
         return None
     for key in keys:
-        group = key.split(".", 1)[0]
-        if "." in key and group in cfg and cfg[group] is None:
-            return ConfigError(
-                key,
-                f"sets a key of {group}, and no {group} is chosen in this run",
-                f"{group}=<option> first (conf/{group}/)",
-            )
+        parts = key.split(".")
+        for depth in range(1, len(parts)):
+            node = ".".join(parts[:depth])
+            if OmegaConf.select(cfg, node, default="absent") is None:
+                return ConfigError(key, f"sets a key of {node}, and no {node} is chosen in this run", _choose(node))
     return None
+
+
+def _choose(node: str) -> str:
+    """How to choose what a null node stands for."""
+    group, _, option = node.partition(".")
+    if group in LIST_GROUPS:
+        return f"{group}=[..., {option}] to add it"
+    return f"{group}=<option> first (conf/{group}/)"
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:

@@ -25,6 +25,9 @@ class StepReporter(Callback):
         # evaluation time is not training throughput
         self._mark(trainer.state.step)
 
+    def on_checkpoint(self, trainer, path, is_best: bool) -> None:
+        self._mark(trainer.state.step)  # nor is writing a checkpoint
+
     def on_step_end(self, trainer, metrics) -> None:
         step = trainer.state.step
         if step % self.log_interval and step != trainer.cfg.max_iters:

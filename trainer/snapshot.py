@@ -18,7 +18,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout (or site-packages) holding the packages
 PACKAGES = ("trainer", "models", "masking", "stability")
-DEPENDENCIES = ("torch", "hydra-core", "omegaconf", "pydantic", "numpy", "rich", "wandb", "matplotlib")
+DEPENDENCIES = ("hydra-core", "omegaconf", "pydantic", "numpy", "rich", "wandb", "matplotlib")
 
 
 def source_files() -> list[Path]:
@@ -40,7 +40,9 @@ def write_snapshot(run_dir: Path) -> None:
     commit = _git("rev-parse", "HEAD") if _git("rev-parse", "--show-toplevel") == str(ROOT) else None
     if commit is not None:
         branch = _git("rev-parse", "--abbrev-ref", "HEAD")
-        (run_dir / "git.txt").write_text(f"commit: {commit}\nbranch: {branch}\n")
+        untracked = _git("ls-files", "--others", "--exclude-standard") or ""
+        listed = "".join(f"untracked: {name}\n" for name in untracked.splitlines())  # in source/, not in git.diff
+        (run_dir / "git.txt").write_text(f"commit: {commit}\nbranch: {branch}\n{listed}")
         (run_dir / "git.diff").write_text(_git("diff", "HEAD", strip=False) or "")
     (run_dir / "environment.txt").write_text(environment())
 

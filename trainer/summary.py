@@ -15,6 +15,8 @@ def run_summary(trainer, status: str) -> dict:
     """Plain data: status (done, diverged, stopped, ...), steps, best val loss and its step, the
     final evaluation's metrics, tokens seen, milliseconds per phase, and the run's files."""
     state = trainer.state
+    trainer.timer.lap("logging")
+    trainer.timer.read()  # fold in the time since the last log step (the final evaluation, a stop)
     return {
         "status": status,
         "step": state.step,

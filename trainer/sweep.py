@@ -10,6 +10,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from trainer.summary import SUMMARY
 
@@ -53,7 +54,8 @@ def table(rows: list[dict]) -> Table:
     for row in rows:
         loss = row["best_val_loss"]
         cells = {**row, "best_val_loss": "-" if loss is None else f"{loss:.4f}"}
-        table.add_row(*("-" if cells[c] is None else str(cells[c]) for c in COLUMNS))
+        # Text, not markup: overrides such as logger=[console,jsonl] hold brackets
+        table.add_row(*(Text("-" if cells[c] is None else str(cells[c])) for c in COLUMNS))
     return table
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.callbacks import Callback
-from trainer.errors import require_plain_name
+from trainer.errors import ConfigError, require_plain_name
 from trainer.plot.curves import METRICS
 from trainer.plot.figure import plot_runs
 
@@ -21,6 +21,8 @@ class PlotLoggerConfig:
 
     def __post_init__(self):
         require_plain_name("logger.plot.filename", self.filename)
+        if not self.filename.lower().endswith(".png"):
+            raise ConfigError("logger.plot.filename", f"{self.filename!r} is not a .png file", "a name ending in .png")
 
     def build(self, run_dir: Path, metrics_filename: str = METRICS) -> "PlotLogger":
         """`metrics_filename`: the JSONL logger's file in `run_dir` (logger.jsonl.filename)."""
