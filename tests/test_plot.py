@@ -344,3 +344,15 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, arguments, n
     assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0] and "allowed: " in lines[0]
     assert result.stdout == ""
     assert files_under(tmp_path) == before and not stray.exists()
+
+
+def test_command_refuses_a_run_without_records_and_draws_a_run_named_twice_once(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "metrics.jsonl").write_text("")
+    result = run_command(empty)
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "holds no loss" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (empty / "curves.png").exists()
+    run = write_run(tmp_path / "run", run_records(), ["mode=unmasking"])
+    twice = run_command(run, run, f"out={tmp_path / 'twice.png'}")
+    assert twice.returncode == 0 and "1 run" in twice.stdout

@@ -71,7 +71,8 @@ def parse_arguments(arguments: list[str]) -> tuple[list[Path], Path]:
             settings["out"] = setting[2]
     if not folders:
         raise UserError("RUN_DIR", "missing", RUN_DIR_ALLOWED + "; one or more, then optionally out=PATH.png")
-    run_dirs = [run_dir for folder in folders for run_dir in expand_run_dir(folder)]
+    expanded = [run_dir for folder in folders for run_dir in expand_run_dir(folder)]
+    run_dirs = list(dict.fromkeys(run_dir.resolve() for run_dir in expanded))  # a run named twice is drawn once
     if "out" in settings:
         return run_dirs, check_out(settings["out"])
     # one argument: the picture lives with the run (or the sweep); several: here
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"error: {err.filename}: cannot be read: {err.strerror or err}; allowed: {RUN_DIR_ALLOWED}", file=sys.stderr
         )
+        return EXIT_BAD_INPUT
+    empty = [run_dir for run_dir, run in zip(run_dirs, runs) if not (run.train_loss.steps or run.val_loss.steps)]
+    if empty:
+        print(f"error: {empty[0]}: its {METRICS} holds no loss yet; allowed: {RUN_DIR_ALLOWED}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         draw(runs, out)
