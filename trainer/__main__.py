@@ -5,15 +5,16 @@ import os
 import signal
 import sys
 
+from trainer.signals import STOP_SIGNALS, exit_code, stopped_before_training
+
 
 def _stopped_while_loading(signal_number, frame):
-    name = signal.Signals(signal_number).name
-    print(f"stopped by {name} before training started: nothing was trained or kept", file=sys.stderr, flush=True)
+    print(stopped_before_training(signal_number), file=sys.stderr, flush=True)
     # at once: an exception raised here could land inside an import and be swallowed; nothing is written yet
-    os._exit(130 if signal_number == signal.SIGINT else 143)
+    os._exit(exit_code(signal_number))
 
 
-for _signal in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+for _signal in STOP_SIGNALS:
     signal.signal(_signal, _stopped_while_loading)
 
 from trainer.cli import main  # noqa: E402  (after the handlers: loading takes seconds)

@@ -31,13 +31,12 @@ from trainer.errors import ConfigError, UserError
 from trainer.hydra_errors import one_line
 from trainer.loop import EVALUATIONS, StopRequested
 from trainer.preflight import CONF_DIR, preflight
+from trainer.signals import EXIT_INTERRUPTED, STOP_SIGNALS, exit_code, stopped_before_training
 from trainer.summary import describe, run_summary, write_summary
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_WRITE_FAILED = 74  # EX_IOERR: the run folder could not be written (disk full, permission)
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
-EXIT_TERMINATED = 143  # 128 + SIGTERM; also after SIGUSR1
 LOG_WIDTH = 160
 
 
@@ -49,7 +48,6 @@ _created_by_this_run: Path | None = None
 # The run folder Hydra made for the job being built (None once training started, or when it held a
 # run before): a stop signal before training removes it, so the same command can simply be re-run.
 _job_folder: Path | None = None
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 # A stop signal that came before training started. The handler only notes it: raising from a
@@ -71,7 +69,7 @@ def check_startup_signal() -> None:
         stopped_at_startup(_startup_signal)
 
 
-def train(cfg: DictConfig) -> float:
+def train(cfg: DictConfig) -> float | None:
     """Hydra's task function: build the Trainer for the composed config and train."""
     global _job_folder
     hydra_cfg = HydraConfig.get()
@@ -126,7 +124,7 @@ def fit(trainer) -> tuple[str, int | None]:
         name = signal.Signals(stop.signal_number).name
         saved = f"checkpoint {stop.checkpoint}" if stop.checkpoint else "nothing learnt yet, no checkpoint"
         print(f"stopped by {name} at step {stop.step}: {saved}; continue with resume=auto", file=sys.stderr)
-        return f"stopped by {name}", EXIT_INTERRUPTED if stop.signal_number == signal.SIGINT else EXIT_TERMINATED
+        return f"stopped by {name}", exit_code(stop.signal_number)
     return "done", None
 
 
@@ -186,9 +184,8 @@ def stopped_at_startup(signal_number: int) -> None:
         shutil.rmtree(_job_folder, ignore_errors=True)
     if _created_by_this_run is not None:
         _remove_if_empty(_created_by_this_run)
-    name = signal.Signals(signal_number).name
-    print(f"stopped by {name} before training started: nothing was trained or kept", file=sys.stderr)
-    sys.exit(EXIT_INTERRUPTED if signal_number == signal.SIGINT else EXIT_TERMINATED)
+    print(stopped_before_training(signal_number), file=sys.stderr)
+    sys.exit(exit_code(signal_number))
 
 
 def fail(message: str) -> None:

@@ -147,7 +147,7 @@ class Config:
                 raise ConfigError(
                     f"loss.{key}",
                     f"means nothing in {self.mode.name}: {self.mode.loss_refusals[key]}",
-                    f"loss.{LOSS_OFF[key]} for {self.mode.name}",
+                    f"loss.{LossConfig.OFF[key]} for {self.mode.name}",
                 )
 
     def _check_resume_changes(self) -> None:
@@ -183,15 +183,6 @@ class Config:
                 f"{unfreeze} is never reached in a run of max_iters={self.max_iters}",
                 f"an integer in [1, {self.max_iters - 1}]",
             )
-
-
-# the value that turns each loss modifier off, for the message that refuses it in a mode
-LOSS_OFF = {
-    "weight_by_mask_ratio": "weight_by_mask_ratio=false",
-    "label_smoothing": "label_smoothing=0",
-    "entropy_penalty": "entropy_penalty.max=0",
-    "reduction": "reduction=token",
-}
 
 
 def _has_key(node, dotted: str) -> bool:

@@ -8,7 +8,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from trainer.preflight import CONF_DIR
+
 # What OmegaConf says about a value of the wrong type -> what the key allows
 TYPE_PROBLEMS = {
     "could not be converted to Integer": "an integer",
@@ -29,7 +30,7 @@ def one_line(err: Exception) -> str:
     cause = re.sub(r", expected one of \[[^\]]*\]", "", cause)  # the choices go to "allowed"
     if unloadable := re.search(r"Could not load '([^'/]+)/([^']+)'", text):  # an option in a list of options
         group, option = unloadable.groups()
-        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
         return f"{group}: {option!r} is not an option; allowed: {', '.join(options)}"
     if missing := re.search(r"Could not find '([^']+)/([^']+)'", text):
         options = [o for o in getattr(err, "options", None) or [] if not o.startswith("schema")]

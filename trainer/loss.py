@@ -22,7 +22,7 @@ stays comparable between runs. Everything is computed in float32 and without a h
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,14 @@ class LossConfig:
     label_smoothing: Annotated[float, Interval(ge=0, lt=1)] = 0.0  # u, spread over the base classes
     entropy_penalty: EntropyPenaltyConfig = field(default_factory=EntropyPenaltyConfig)
     reduction: Reduction = Reduction.token
+
+    # the setting that turns each modifier off (the default), keyed as `chosen` names them
+    OFF: ClassVar[dict[str, str]] = {
+        "weight_by_mask_ratio": "weight_by_mask_ratio=false",
+        "label_smoothing": "label_smoothing=0",
+        "entropy_penalty": "entropy_penalty.max=0",
+        "reduction": "reduction=token",
+    }
 
     def chosen(self) -> list[str]:
         """The keys of the modifiers this config turns on."""

@@ -153,12 +153,12 @@ def reconcile(payload: dict, current: dict, run: Config) -> list[str]:
     return changes + lines
 
 
-# Schedules whose `null` end means "at max_iters" of the run that started them: (section, key, what
-# the horizon is, in words). A resume that raises max_iters keeps the horizon instead of making the
-# schedule jump.
+# Schedules whose `null` end means "at max_iters" of the run that started them: (section, key, the
+# key of the section that is falsy when the schedule is off, what the horizon is, in words). A resume
+# that raises max_iters keeps the horizon instead of making the schedule jump.
 HORIZONS = (
-    ("optim", "lr_decay_iters", "the learning rate decays until step {}"),
-    ("loss.entropy_penalty", "end_iter", "the entropy penalty reaches its max at step {}"),
+    ("optim", "lr_decay_iters", None, "the learning rate decays until step {}"),
+    ("loss.entropy_penalty", "end_iter", "max", "the entropy penalty reaches its max at step {}"),
 )
 
 
@@ -166,10 +166,10 @@ def keep_horizons(saved: dict, current: dict, run: Config) -> list[str]:
     """Write each schedule's horizon out in both configs (and the run), so it is compared and saved
     as a number; returns a line for each horizon that now differs from max_iters."""
     lines = []
-    for section, key, says in HORIZONS:
+    for section, key, switch, says in HORIZONS:
         saved_node, current_node = _node(saved, section), _node(current, section)
-        if saved_node is None or (section.startswith("loss") and not saved_node.get("max")):
-            continue  # no such schedule in the run resumed (an older checkpoint, or the penalty off)
+        if saved_node is None or (switch is not None and not saved_node.get(switch)):
+            continue  # no such schedule in the run resumed (an older checkpoint, or the schedule off)
         horizon = saved_node[key] = saved_node.get(key) or saved["max_iters"]
         run_node = _attribute(run, section)
         if getattr(run_node, key) is not None:

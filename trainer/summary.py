@@ -37,7 +37,7 @@ def run_files(trainer) -> dict[str, str]:
         "best": trainer.checkpoints.directory / BEST,
         "last": trainer.last_checkpoint,
         "metrics": trainer.run_dir / logger.jsonl.filename if logger.jsonl else None,
-        "curves": trainer.run_dir / logger.plot.filename if getattr(logger, "plot", None) else None,
+        "curves": trainer.run_dir / logger.plot.filename if logger.plot else None,
     }
     return {name: str(path) for name, path in candidates.items() if path is not None and Path(path).exists()}
 
