@@ -36,6 +36,7 @@ from trainer.objectives import Filler, Objective
 from trainer.recovery import Recovery
 from trainer.reporting import StepReporter
 from trainer.resume import reconcile, resume_point
+from trainer.sample.during_training import SampleLog, make_sampler
 from trainer.snapshot import write_snapshot
 from trainer.state import TrainState
 from trainer.transfer import Transfer, TransferKind
@@ -68,6 +69,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     faults = FaultInjector(list(run.stability.inject))
     stability = make_stability_monitor(run, model, scaler)
     record = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    sampler = make_sampler(run, vocab, objective, autocast)  # may refuse the prompt
     callbacks = make_callbacks(run, run_dir, console, model, record)  # a logger may refuse (wandb credentials)
 
     # Everything is accepted: from here on files are written.
@@ -86,6 +88,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
         raw_model=model,
         objective=objective,
         data=make_data(run, corpus, objective, device),
+        sampler=sampler,
         optimizer=transfer.optimizer_for(model, unfrozen=False),
         scaler=scaler,
         autocast=autocast,
@@ -197,6 +200,8 @@ def make_callbacks(run: Config, run_dir: Path, console: Console, model: GPT, rec
             callbacks.append(loggers.plot.build(run_dir, loggers.jsonl.filename))
         if loggers.wandb is not None:
             callbacks.append(loggers.wandb.build(run_dir, record, sweep_name()))
+        if run.sample.num_samples:
+            callbacks.append(SampleLog(run_dir))
     return CallbackList(callbacks)
 
 

@@ -41,6 +41,9 @@ class Callback:
     def on_checkpoint(self, trainer, path: Path, is_best: bool) -> None:
         """After a checkpoint was written."""
 
+    def on_samples(self, trainer, samples: list[dict]) -> None:
+        """After an evaluation: the model's samples, one record per sample with its "text"."""
+
     def on_event(self, trainer, message: str, record: dict) -> None:
         """Something the user should know about (a stage change, a recovery): a line and a record."""
 
@@ -67,16 +70,8 @@ class JsonlLogger(Callback):
         self.path = path
 
     def on_train_start(self, trainer) -> None:
-        """A resumed run continues the file: what the interrupted run wrote after the checkpoint it
-        resumes from (and a line torn by a kill) is dropped, so no step is recorded twice."""
-        if not self.path.exists():
-            return
         # up to the checkpoint's step, whose evaluation is not repeated; nothing if no checkpoint is resumed
-        last = trainer.state.step if trainer.resumed_from is not None else -1
-        kept = [record for record in _records(self.path) if record.get("step", 0) <= last]
-        staging = self.path.with_name(f".{self.path.name}.tmp")
-        staging.write_text("".join(json.dumps(record) + "\n" for record in kept))
-        os.replace(staging, self.path)  # atomic: a kill now leaves the old file or the new one
+        truncate_after(self.path, trainer.state.step if trainer.resumed_from is not None else -1)
 
     def on_log(self, trainer, record: dict) -> None:
         self._write(record)
@@ -103,6 +98,18 @@ def eval_record(trainer, metrics: dict) -> dict:
         "stage/index": state.stage,
         "stage/stale_count": state.stale_count,
     }
+
+
+def truncate_after(path: Path, last: int) -> None:
+    """A resumed run continues a JSONL file of the run folder: what the interrupted run wrote after
+    step `last`, the checkpoint it resumes from (and a line torn by a kill), is dropped, so no step
+    is recorded twice. `last` -1: the file is emptied (a fresh start)."""
+    if not path.exists():
+        return
+    kept = [record for record in _records(path) if record.get("step", 0) <= last]
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text("".join(json.dumps(record) + "\n" for record in kept))
+    os.replace(staging, path)  # atomic: a kill now leaves the old file or the new one
 
 
 def _records(path: Path) -> list[dict]:

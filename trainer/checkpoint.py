@@ -14,6 +14,7 @@ from typing import Annotated
 import torch
 from annotated_types import Ge
 
+from models import GPT, GPTConfig
 from trainer.errors import CheckpointError
 from trainer.vocab import Vocabulary
 
@@ -221,6 +222,18 @@ def load_checkpoint(path: str | Path, key: str = "resume", lazy: bool = False) -
             key, f"{path} is not a checkpoint of this trainer", "a checkpoint written by this trainer"
         )
     return payload
+
+
+def load_model(path: str | Path, key: str, modes: tuple[str, ...], allowed: str, device="cpu"):
+    """The model of the checkpoint at `path` in eval mode, with its payload; CheckpointError when the
+    checkpoint is not of one of `modes` (a scorer where a generator is needed, say)."""
+    payload = load_checkpoint(path, key=key)
+    mode = payload["config"]["mode"]["name"]
+    if mode not in modes:
+        raise CheckpointError(key, f"{find_checkpoint(path, key)} is a checkpoint of a {mode} run", allowed)
+    model = GPT(GPTConfig(**payload["architecture"]))
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval().requires_grad_(False), payload
 
 
 def check_vocabulary(payload: dict, vocab: Vocabulary, key: str, allowed: str) -> None:

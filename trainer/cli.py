@@ -167,12 +167,12 @@ def main() -> None:
         sys.exit(EXIT_DIVERGED)
 
 
-def command_line_parser() -> argparse.ArgumentParser:
+def command_line_parser(usage: str = "python -m trainer [hydra flags] [key=value ...]") -> argparse.ArgumentParser:
     """Hydra's own parser, whose usage errors become one line instead of the usage block."""
     parser = get_args_parser()
 
     def one_line_error(message: str):
-        raise ConfigError("command line", message, "python -m trainer [hydra flags] [key=value ...]")
+        raise ConfigError("command line", message, usage)
 
     parser.error = one_line_error
     return parser

@@ -27,6 +27,7 @@ from trainer.loss import LossConfig
 from trainer.objectives import MODES, ModeConfig
 from trainer.optim import OptimConfig
 from trainer.plot import PlotLoggerConfig
+from trainer.sample.settings import SamplingConfig
 from trainer.system import SystemConfig
 from trainer.transfer import TransferConfig
 from trainer.wandb_logger import WandbLoggerConfig
@@ -66,6 +67,7 @@ class Config:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sample: SamplingConfig = field(default_factory=SamplingConfig)  # the samples of each evaluation
     run_name: str = MISSING  # the run folder's name under outputs/
     seed: Annotated[int, Interval(ge=0, le=MAX_COUNT)] = 1337
     max_iters: Annotated[int, Interval(ge=0, le=MAX_COUNT)] = 600  # optimizer steps
@@ -96,6 +98,7 @@ class Config:
             )
         self._check_curriculum()
         self._check_loss()
+        self._check_sample()
         self._check_resume_changes()
         self._check_schedule()
         if self.transfer.freezes and self.mode.head == Head.lm:
@@ -149,6 +152,15 @@ class Config:
                     f"means nothing in {self.mode.name}: {self.mode.loss_refusals[key]}",
                     f"loss.{LossConfig.OFF[key]} for {self.mode.name}",
                 )
+
+    def _check_sample(self) -> None:
+        unread = self.sample.unread(self.mode.sampling)
+        if unread:
+            raise ConfigError(
+                f"sample.{unread[0]}",
+                f"is not read in {self.mode.name}",
+                "its default; this mode reads " + ", ".join(f"sample.{key}" for key in self.mode.sample_keys()),
+            )
 
     def _check_resume_changes(self) -> None:
         if self.resume_changes and self.resume == "none":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -102,6 +103,13 @@ class ConsoleLogger(Callback):
             columns = trainer.cfg.mode.stage_metrics
             self.console.print(stage_table(record, trainer.curriculum, trainer.state.stage, columns))
 
+    def on_samples(self, trainer, samples: list[dict]) -> None:
+        settings = samples[0].get("settings")
+        shown = " · " + " ".join(f"{k}={v!r}" for k, v in settings.items()) if settings else ""
+        self.console.print(f"[bold]samples at step {trainer.state.step}[/bold]{escape(shown)}", soft_wrap=True)
+        for record in samples:
+            self.console.print(sample_lines(record), markup=False, highlight=False, soft_wrap=True)
+
     def on_event(self, trainer, message: str, record: dict) -> None:
         self.console.print(f"[bold yellow]{message}[/bold yellow]", soft_wrap=True)
 
@@ -114,6 +122,20 @@ class ConsoleLogger(Callback):
             self.progress.stop()
             self.progress = None
         self.console.print(describe(run_summary(trainer, "done")), highlight=False, soft_wrap=True)
+
+
+def sample_lines(record: dict) -> str:
+    """A sample as console lines: its text, and what a mode adds (marks under the text, a score)."""
+    label = f"seed {record['seed']}" if "seed" in record else f"row {record['sample']}"
+    lines = [f"[{label}] {record['text']}"]
+    indent = " " * (len(label) + 3)
+    lines += [
+        f"{indent}{value}  <- {key}" for key, value in record.items() if key in ("replaced", "predicted", "filled")
+    ]
+    numbers = [f"{key} {value:.3f}" for key, value in record.items() if key in ("regenerated", "score")]
+    if numbers:
+        lines.append(f"{indent}{', '.join(numbers)}")
+    return "\n".join(lines)
 
 
 def stage_table(record: dict, curriculum, current: int, columns: dict[str, str]) -> Table:

@@ -25,9 +25,10 @@ from trainer.errors import ConfigError, UserError
 STRICTNESS = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def check(cfg: DictConfig) -> Config:
-    """The validated run config for a composed config; ConfigError (or another UserError) if it is bad."""
-    return _validated(cfg, Config, "")
+def check(cfg: DictConfig, schema: type = Config) -> Any:
+    """The validated config (a `schema`, by default the run config) for a composed config;
+    ConfigError (or another UserError) if it is bad."""
+    return _validated(cfg, schema, "")
 
 
 def _validated(node: DictConfig, schema: type, key: str) -> Any:

@@ -32,3 +32,9 @@ def require_plain_name(key: str, value: str) -> None:
     """A file or folder name inside the run folder: not empty, no path separator, not `.` or `..`."""
     if not value or "/" in value or "\\" in value or value in (".", "..") or "\0" in value:
         raise ConfigError(key, f"{value!r} is not a plain name", "a non-empty name without path separators")
+
+
+class RelativeConfigError(ConfigError, ValueError):
+    """A value refused by a config dataclass used at several places (the run's `sample` section and
+    the root of `python -m trainer.sample`): its key is relative to the dataclass, and the config
+    contract prefixes the key of the node it sits at (pydantic hands a ValueError back to it)."""

@@ -16,6 +16,7 @@ from trainer.curriculum import Advance, Curriculum
 from trainer.loss import ENTROPY_EMA_DECAY, TrainingLoss
 from trainer.objectives import Batch, Objective
 from trainer.recovery import Recovery
+from trainer.sample.during_training import Sampler
 from trainer.state import TrainState, capture_rng, restore_rng
 from trainer.timing import PhaseTimer
 from trainer.transfer import Transfer
@@ -81,13 +82,14 @@ class Trainer:
         faults: FaultInjector,
         transfer: Transfer,
         curriculum: Curriculum | None = None,
+        sampler: Sampler | None = None,
     ):
         self.config_record = config_record  # the resolved config as plain data, saved in checkpoints
         self.cfg, self.model, self.raw_model, self.objective, self.data = cfg, model, raw_model, objective, data
         self.optimizer, self.scaler, self.autocast, self.device = optimizer, scaler, autocast, device
         self.checkpoints, self.callbacks, self.vocab, self.run_dir = checkpoints, callbacks, vocab, run_dir
         self.stability, self.recovery, self.faults, self.curriculum = stability, recovery, faults, curriculum
-        self.transfer = transfer
+        self.transfer, self.sampler = transfer, sampler
         self.state = TrainState()
         self.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
         self.last_checkpoint: Path | None = None
@@ -243,12 +245,16 @@ class Trainer:
             self.recovery.handle(self, verdict)
             self.timer.lap("stability")
             return False
+        samples = self.sampler(self.raw_model, self.data.validation_set) if self.sampler is not None else []
+        self.timer.lap("evaluation")
         is_best = metrics["val/loss"] < self.state.best_val_loss
         if is_best:
             self.state.best_val_loss, self.state.best_step = metrics["val/loss"], self.state.step
         advance = self.curriculum.after_eval(self.state, metrics["val/loss"]) if self.curriculum else None
         self.last_eval = metrics
         self.callbacks.on_eval(self, metrics)
+        if samples:
+            self.callbacks.on_samples(self, samples)
         if advance is not None:
             self.announce(advance)
         self.timer.lap("logging")

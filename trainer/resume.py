@@ -28,6 +28,8 @@ FREE_TO_CHANGE = (
     "system",
     "data.cache_dir",
     "data.prefetch",
+    "sample",
+    "mode.bound_draws",
 )
 
 

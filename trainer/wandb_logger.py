@@ -171,6 +171,16 @@ class WandbLogger(Callback):
     def on_eval(self, trainer, record: dict) -> None:
         self._log(trainer, eval_record(trainer, record))  # the JSONL logger's evaluation line
 
+    def on_samples(self, trainer, samples: list[dict]) -> None:
+        """Each evaluation's samples as a table (`samples`) of its step's row: step, sample, text, ..."""
+        import wandb
+
+        columns = [key for key in samples[0] if key != "settings"]
+        rows = [[trainer.state.step, *(record[key] for key in columns)] for record in samples]
+        self._log(
+            trainer, {STEP_KEY: trainer.state.step, "samples": wandb.Table(columns=["step", *columns], data=rows)}
+        )
+
     def on_event(self, trainer, message: str, record: dict) -> None:
         # strings (an event's name) become text cells of the row; wandb charts only the numbers
         self._log(trainer, {STEP_KEY: trainer.state.step, **record})

@@ -10,6 +10,7 @@ from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.errors import ConfigError
 from trainer.loss import ClassificationLoss, LossConfig, Predictions, Reduction, TrainingLoss, plain_loss
+from trainer.sample.settings import SAMPLE_KEYS, Sampling
 
 
 def host_values(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -101,6 +102,21 @@ class Objective(ABC):
     def evaluate(self, model: torch.nn.Module, batches: list[Batch]) -> dict[str, float]:
         """Validation metrics over `batches`, keyed without the `val/` prefix ("loss", ...)."""
 
+    def show(self, model: torch.nn.Module, batches: list[Batch], rows: int) -> list[dict]:
+        """The model's predictions on the first `rows` validation rows, one record per row with its
+        "text": the samples of a mode whose model does not write text (`ModeConfig.sampling` None)."""
+        raise NotImplementedError(f"{type(self).__name__} writes text: trainer.sample draws its samples")
+
+
+def marks(flags: torch.Tensor) -> str:
+    """A line with `^` under each position whose flag (T,) is set (a replaced or a filled character)."""
+    return "".join("^" if flag else " " for flag in flags.tolist()).rstrip()
+
+
+def first_rows(batches: list[Batch], rows: int) -> list[tuple[Batch, int]]:
+    """(batch, row index) of the first `rows` rows of `batches`."""
+    return [(batch, i) for batch in batches for i in range(batch.inputs.size(0))][:rows]
+
 
 class ClassifierObjective(Objective):
     """An objective whose model predicts a class per position: it trains on the loss modifiers of the
@@ -148,6 +164,8 @@ class ModeConfig:
     stage_metrics: ClassVar[dict[str, str]] = {}  # per-stage val metric -> column title of the console table
     # `loss` modifiers that mean nothing in this mode -> why (a config choosing one is refused)
     loss_refusals: ClassVar[dict[str, str]] = {}
+    # how its model writes text (trainer.sample); None: it shows predictions on validation rows
+    sampling: ClassVar[Sampling | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -157,6 +175,11 @@ class ModeConfig:
         expected = type(self).__dataclass_fields__["name"].default
         if self.name != expected:
             raise ConfigError("mode.name", f"{self.name!r} names another mode", f"{expected}, or mode=NAME to switch")
+
+    @classmethod
+    def sample_keys(cls) -> tuple[str, ...]:
+        """The `sample` keys this mode reads."""
+        return SAMPLE_KEYS[cls.sampling]
 
     @property
     def num_classes(self) -> int:

@@ -5,8 +5,7 @@ from enum import Enum
 
 import torch
 
-from models import GPT, GPTConfig
-from trainer.checkpoint import check_vocabulary, load_checkpoint
+from trainer.checkpoint import check_vocabulary, load_model
 from trainer.errors import CheckpointError
 from trainer.vocab import Vocabulary
 
@@ -25,10 +24,7 @@ class Filler:
     @classmethod
     def load(cls, path: str, vocab: Vocabulary, window: int, fill: Fill, device, autocast) -> "Filler":
         """The unmasking model of the checkpoint at `path`; CheckpointError when it cannot fill these windows."""
-        payload = load_checkpoint(path, key=KEY)
-        mode = payload["config"]["mode"]["name"]
-        if mode != "unmasking":
-            raise CheckpointError(KEY, f"it is a checkpoint of a {mode} run", "a checkpoint of an unmasking run")
+        model, payload = load_model(path, KEY, ("unmasking",), "a checkpoint of an unmasking run", device)
         check_vocabulary(payload, vocab, KEY, "an unmasking checkpoint trained on the same data")
         if payload["architecture"]["block_size"] < window:
             raise CheckpointError(
@@ -36,9 +32,7 @@ class Filler:
                 f"its block_size {payload['architecture']['block_size']} is shorter than the windows of {window}",
                 "an unmasking model with a block_size this long",
             )
-        model = GPT(GPTConfig(**payload["architecture"]))
-        model.load_state_dict(payload["model"])
-        return cls(model.to(device), vocab, fill, autocast)
+        return cls(model, vocab, fill, autocast)
 
     @torch.no_grad()
     def __call__(

@@ -9,6 +9,7 @@ from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.loss import Predictions
 from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective
+from trainer.sample.settings import Sampling
 
 
 @dataclass
@@ -16,6 +17,7 @@ class LanguageModelMode(ModeConfig):
     name: str = "language_model"
 
     head = Head.lm
+    sampling = Sampling.autoregressive
     attention = Attention.causal
     window_offset = 1  # inputs tokens[:-1], targets tokens[1:]
     loss_refusals = {
@@ -42,4 +44,5 @@ class LanguageModelObjective(ClassifierObjective):
     def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
         total = sum(self.loss(model, b) * b.num_targets for b in batches)
         loss = (total / sum(b.num_targets for b in batches)).item()
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+        # bits per character: on one scale with an unmasking model's val/bpc_bound
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "bpc": loss / math.log(2)}

@@ -15,7 +15,7 @@ from trainer.batches import TokenWindows
 from trainer.checkpoint import find_checkpoint
 from trainer.curriculum import Curriculum
 from trainer.errors import ConfigError
-from trainer.objectives.base import Batch, ModeConfig, Objective, draw_seed, host_values
+from trainer.objectives.base import Batch, ModeConfig, Objective, draw_seed, first_rows, host_values, marks
 from trainer.objectives.filler import Fill, Filler
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.vocab import Vocabulary
@@ -94,6 +94,20 @@ class SequenceScoringObjective(Objective):
 
     def loss(self, model, batch: Batch) -> torch.Tensor:
         return F.mse_loss(model(batch.inputs).float(), batch.targets)
+
+    @torch.no_grad()
+    def show(self, model, batches: list[Batch], rows: int) -> list[dict]:
+        """The filled text, the fraction the unmasking model regenerated, and the predicted score."""
+        return [
+            {
+                "sample": n,
+                "text": self.vocab.decode(batch.inputs[row, 1:].tolist()),  # after [CLS]
+                "filled": marks(batch.mask[row]),
+                "regenerated": float(batch.targets[row]),
+                "score": float(model(batch.inputs[row : row + 1]).float()[0]),
+            }
+            for n, (batch, row) in enumerate(first_rows(batches, rows))
+        ]
 
     @torch.no_grad()
     def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:

@@ -20,7 +20,16 @@ from trainer.batches import TokenWindows
 from trainer.checkpoint import find_checkpoint
 from trainer.errors import ConfigError
 from trainer.loss import ClassificationLoss, Predictions
-from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective, draw_seed, host_values
+from trainer.objectives.base import (
+    Batch,
+    ClassifierObjective,
+    ModeConfig,
+    Objective,
+    draw_seed,
+    first_rows,
+    host_values,
+    marks,
+)
 from trainer.objectives.filler import Fill, Filler
 from trainer.vocab import Vocabulary
 
@@ -159,6 +168,22 @@ class TokenClassificationObjective(ClassifierObjective):
             mask_ratio=batch.mask.float().mean(1),
             position_weight=weight,
         )
+
+    @torch.no_grad()
+    def show(self, model, batches: list[Batch], rows: int) -> list[dict]:
+        """The input text, with `^` under the replaced characters and under the predicted ones."""
+        records = []
+        for batch, row in first_rows(batches, rows):
+            predicted = model(batch.inputs[row : row + 1]).argmax(-1)[0]
+            records.append(
+                {
+                    "sample": len(records),
+                    "text": self.vocab.decode(batch.inputs[row].tolist()),
+                    "replaced": marks(batch.targets[row]),
+                    "predicted": marks(predicted),
+                }
+            )
+        return records
 
     @torch.no_grad()
     def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:

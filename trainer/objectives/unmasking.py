@@ -8,16 +8,20 @@ stage exactly.
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Interval
 
 from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.curriculum import Curriculum
 from trainer.loss import ClassificationLoss, Predictions
 from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective, host_values
+from trainer.objectives.likelihood import nll_bound, originals
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
+from trainer.sample.settings import Sampling
 from trainer.vocab import Vocabulary
 
 SNR_CLAMP = 100.0
@@ -26,8 +30,11 @@ SNR_CLAMP = 100.0
 @dataclass
 class UnmaskingMode(ModeConfig):
     name: str = "unmasking"
+    # passes over the validation windows that estimate val/nll_bound and val/bpc_bound (0: not reported)
+    bound_draws: Annotated[int, Interval(ge=0, le=64)] = 1
 
     head = Head.lm
+    sampling = Sampling.unmasking
     attention = Attention.bidirectional
     staged = True
     stage_metrics = {
@@ -39,13 +46,13 @@ class UnmaskingMode(ModeConfig):
     }
 
     def build_objective(self, vocab, curriculum, filler, loss) -> Objective:
-        return UnmaskingObjective(curriculum, vocab, loss.build(vocab.base_size))
+        return UnmaskingObjective(curriculum, vocab, loss.build(vocab.base_size), self.bound_draws)
 
 
 class UnmaskingObjective(ClassifierObjective):
-    def __init__(self, curriculum: Curriculum, vocab: Vocabulary, loss: ClassificationLoss):
+    def __init__(self, curriculum: Curriculum, vocab: Vocabulary, loss: ClassificationLoss, bound_draws: int = 1):
         super().__init__(loss)
-        self.curriculum, self.vocab = curriculum, vocab
+        self.curriculum, self.vocab, self.bound_draws = curriculum, vocab, bound_draws
 
     def make_batch(
         self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0, step: int = 0
@@ -85,7 +92,8 @@ class UnmaskingObjective(ClassifierObjective):
 
     @torch.no_grad()
     def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
-        """Overall metrics (token-weighted) and the same metrics for every validation stage."""
+        """Overall metrics (token-weighted), the same metrics for every validation stage, and the
+        likelihood bound on the validation windows (nats and bits per character)."""
         per_token, per_row = self._collect(model, batches)
         metrics = self._summary(per_token, per_row)
         for stage in range(len(self.curriculum.validation)):
@@ -94,6 +102,10 @@ class UnmaskingObjective(ClassifierObjective):
                 {k: v[per_row["stage"] == stage] for k, v in per_row.items()},
             )
             metrics.update({f"stage_{stage}_{name}": value for name, value in in_stage.items()})
+        if self.bound_draws:
+            windows = [originals(b.inputs, b.predict_at, b.targets) for b in batches]
+            metrics["nll_bound"] = nll_bound(model, windows, self.vocab.mask_id, self.vocab.base_size, self.bound_draws)
+            metrics["bpc_bound"] = metrics["nll_bound"] / math.log(2)
         return host_values(metrics)
 
     def _collect(self, model, batches: list[Batch]) -> tuple[dict, dict]:

@@ -1,0 +1,172 @@
+"""`python -m trainer.sample`: the command's config, and drawing, ranking and keeping its samples.
+
+The generator is a checkpoint of a language_model run (autoregressive sampling) or of an unmasking
+run (iterative unmasking); a token_classification checkpoint may judge what to remask, a
+sequence_scoring checkpoint may rank the samples. Every checkpoint is read, and every setting
+checked against the models, before anything is drawn or written.
+"""
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import torch
+from annotated_types import Interval
+from omegaconf import MISSING
+
+from trainer.checkpoint import check_vocabulary, find_checkpoint, load_model
+from trainer.errors import ConfigError
+from trainer.objectives import MODES
+from trainer.sample.generate import Canvas, canvas, generate
+from trainer.sample.settings import MAX_SAMPLES, Remasking, Sampling, SamplingConfig
+from trainer.sample.unmasking import Judge
+from trainer.system import SystemConfig
+from trainer.vocab import Vocabulary
+
+GENERATORS = ("language_model", "unmasking")
+
+
+@dataclass
+class SampleCommand(SamplingConfig):
+    num_samples: Annotated[int, Interval(ge=1, le=MAX_SAMPLES)] = 4
+    seed: Annotated[int, Interval(ge=0, le=2**62)] | None = None  # null: drawn at random (and printed)
+    checkpoint: str = MISSING  # a language_model or unmasking checkpoint, or a run folder (its best.pt)
+    judge: str | None = None  # a token_classification checkpoint: its P(replaced) is low_confidence's doubt
+    ranker: str | None = None  # a sequence_scoring checkpoint: scores every sample, printed best first
+    out: str | None = None  # a JSONL file to (over)write with the samples, one object per sample
+    system: SystemConfig = field(default_factory=SystemConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.checkpoint = str(best_or_latest(self.checkpoint, "checkpoint"))
+        for key in ("judge", "ranker"):
+            if getattr(self, key) is not None:
+                setattr(self, key, str(best_or_latest(getattr(self, key), key)))
+        if self.judge is not None and self.remasking != Remasking.low_confidence:
+            raise ConfigError(
+                "judge",
+                f"scores the tokens low_confidence remasks; remasking={self.remasking.value} reads no score",
+                "remasking=low_confidence",
+            )
+        if self.out is not None:
+            check_out(self.out)
+
+
+def best_or_latest(path: str, key: str) -> Path:
+    """A run folder stands for its best.pt (its latest checkpoint when it has none)."""
+    best = Path(path).expanduser() / "checkpoints" / "best.pt"
+    return best if best.is_file() else find_checkpoint(path, key)
+
+
+def check_out(value: str) -> None:
+    out = Path(value).expanduser()
+    parent = out.parent
+    if out.is_dir():
+        raise ConfigError("out", f"{out} is a folder", "a file path, e.g. samples.jsonl")
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError("out", f"the folder {str(parent)!r} does not exist or is not writable", "a writable folder")
+
+
+@dataclass
+class Prepared:
+    """Everything the command draws with, loaded and checked."""
+
+    model: torch.nn.Module
+    vocab: Vocabulary
+    mode: str
+    step: int
+    plan: Canvas
+    autocast: object
+    judge: Judge | None
+    ranker: torch.nn.Module | None
+
+
+def prepare(command: SampleCommand) -> Prepared:
+    """Load the checkpoints and check the settings against them; ConfigError/CheckpointError."""
+    device, autocast, _ = command.system.resolve()
+    allowed = "a checkpoint of a language_model or unmasking run"
+    model, payload = load_model(command.checkpoint, "checkpoint", GENERATORS, allowed, device)
+    mode = payload["config"]["mode"]["name"]
+    sampling = MODES[mode].sampling
+    unread = command.unread(sampling)
+    if unread:
+        raise ConfigError(unread[0], f"is not read when sampling a {mode} model", "the default, or an unmasking model")
+    if command.judge is not None and sampling != Sampling.unmasking:
+        raise ConfigError(
+            "judge", f"chooses what iterative unmasking remasks; {mode} models sample left to right", "null"
+        )
+    vocab = Vocabulary.from_dict(payload["vocab"])
+    plan = canvas(command, vocab, model.config.block_size, unmasking=sampling == Sampling.unmasking)
+    judge = load_judge(command.judge, vocab, plan.sample_length, device) if command.judge else None
+    ranker = load_ranker(command.ranker, vocab, plan.sample_length, device)
+    return Prepared(model, vocab, mode, payload["state"]["step"], plan, autocast, judge, ranker)
+
+
+def load_judge(path: str, vocab: Vocabulary, length: int, device) -> Judge:
+    """P(replaced) per position (B, L) from a token classifier of the same vocabulary."""
+    model, payload = load_model(path, "judge", ("token_classification",), "a token_classification checkpoint", device)
+    check_vocabulary(payload, vocab, "judge", "a token classifier trained on the generator's text")
+    fits(model, length, "judge")
+    return lambda ids: model(ids).float().softmax(-1)[..., 1]
+
+
+def load_ranker(path: str | None, vocab: Vocabulary, length: int, device) -> torch.nn.Module | None:
+    if path is None:
+        return None
+    model, payload = load_model(path, "ranker", ("sequence_scoring",), "a sequence_scoring checkpoint", device)
+    check_vocabulary(payload, vocab, "ranker", "a sequence scorer trained on the generator's text")
+    fits(model, length + 1, "ranker")  # its input starts with [CLS]
+    return model
+
+
+def fits(model: torch.nn.Module, length: int, key: str) -> None:
+    if length > model.config.block_size:
+        raise ConfigError(
+            key,
+            f"its block of {model.config.block_size} is shorter than the {length} positions it would read",
+            "shorter samples (length, prompt, template), or a model with a longer block_size",
+        )
+
+
+def draw_samples(command: SampleCommand, prepared: Prepared) -> list[dict]:
+    """The samples as records (text, seed, settings, score), ranked best first when a ranker scores them."""
+    seed = command.seed if command.seed is not None else secrets.randbelow(2**31)
+    ids = generate(prepared.model, prepared.vocab, command, prepared.plan, seed, prepared.autocast, prepared.judge)
+    settings = command.describe(k for k in MODES[prepared.mode].sample_keys() if k not in ("num_samples", "seed"))
+    records = [
+        {
+            "sample": i,
+            "seed": seed + i,
+            "text": prepared.vocab.decode(row),
+            "checkpoint": command.checkpoint,
+            "step": prepared.step,
+            "mode": prepared.mode,
+            "settings": settings,
+        }
+        for i, row in enumerate(ids.tolist())
+    ]
+    if prepared.ranker is not None:
+        scores = score(prepared.ranker, ids, prepared.vocab, prepared.autocast)
+        for record, value in zip(records, scores):
+            record["score"] = value
+        records.sort(key=lambda record: record["score"])  # lower: fewer positions look regenerated
+    return records
+
+
+@torch.no_grad()
+def score(ranker: torch.nn.Module, ids: torch.Tensor, vocab: Vocabulary, autocast) -> list[float]:
+    """The sequence scorer's estimate of the regenerated fraction of each sample (B,), in [0, 1]."""
+    cls = torch.full((ids.size(0), 1), vocab.cls_id, dtype=ids.dtype, device=ids.device)
+    with autocast:
+        return ranker(torch.cat([cls, ids], dim=1)).float().tolist()
+
+
+def write_records(records: list[dict], path: str) -> None:
+    """Write the JSONL file atomically: a failed command leaves the previous file as it was."""
+    out = Path(path).expanduser()
+    staging = out.with_name(f".{out.name}.tmp")
+    staging.write_text("".join(json.dumps(record) + "\n" for record in records))
+    os.replace(staging, out)

@@ -1,0 +1,64 @@
+"""Samples at each evaluation: what a run writes now, printed and kept in samples.jsonl.
+
+The generative modes draw `sample.num_samples` texts with the settings of the `sample` section from
+the same seeds at every evaluation, so a run shows how its writing improves; the classifiers show
+their predictions on the first validation rows. Sampling draws from its own generators: training
+continues exactly as without it.
+"""
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import torch
+
+from trainer.callbacks import Callback, truncate_after
+from trainer.sample.generate import canvas, generate
+from trainer.sample.settings import Sampling, SamplingConfig
+from trainer.vocab import Vocabulary
+
+SAMPLES = "samples.jsonl"
+
+# (the model, the validation set) -> one record per sample, each with "text" (and what a mode adds:
+# a score, marks)
+Sampler = Callable[[torch.nn.Module, list], list[dict]]
+
+
+def make_sampler(run, vocab: Vocabulary, objective, autocast: AbstractContextManager) -> Sampler | None:
+    """The sampler of a run config, or None without samples; ConfigError when the `sample` settings
+    do not fit the model (a prompt character outside the vocabulary, a canvas longer than the block)."""
+    settings: SamplingConfig = run.sample
+    if settings.num_samples == 0:
+        return None
+    if run.mode.sampling is None:
+        return lambda model, validation_set: objective.show(model, validation_set, settings.num_samples)
+    unmasking = run.mode.sampling == Sampling.unmasking
+    plan = canvas(settings, vocab, run.block_size, unmasking, prefix="sample.")
+    shown = settings.describe(k for k in run.mode.sample_keys() if k not in ("num_samples", "seed"))
+    seed = settings.seed if settings.seed is not None else run.seed  # fixed: the same at every evaluation
+
+    def sampler(model: torch.nn.Module, validation_set: list) -> list[dict]:
+        ids = generate(model, vocab, settings, plan, seed, autocast)
+        return [
+            {"sample": i, "seed": seed + i, "text": vocab.decode(row), "settings": shown}
+            for i, row in enumerate(ids.tolist())
+        ]
+
+    return sampler
+
+
+class SampleLog(Callback):
+    """Appends each evaluation's samples to samples.jsonl in the run folder, one object per sample
+    with its step. A resumed run drops what the interrupted run wrote after its checkpoint."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / SAMPLES
+
+    def on_train_start(self, trainer) -> None:
+        truncate_after(self.path, trainer.state.step if trainer.resumed_from is not None else -1)
+
+    def on_samples(self, trainer, samples: list[dict]) -> None:
+        with self.path.open("a") as file:
+            for record in samples:
+                file.write(json.dumps({"step": trainer.state.step, **record}) + "\n")

@@ -1,0 +1,106 @@
+"""Samples of a generative model as text: the canvas a command asks for, checked against the model,
+then filled by autoregressive sampling (a language model) or iterative unmasking."""
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from trainer.errors import ConfigError
+from trainer.sample.decoding import RowNoise, autoregressive
+from trainer.sample.settings import SamplingConfig
+from trainer.sample.unmasking import Judge, iterative_unmasking
+from trainer.vocab import Vocabulary
+
+START = "\n"  # a language model's context when the prompt is empty (nanoGPT's start)
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """What a sample starts from: `ids` (L,) on the CPU, and for iterative unmasking the positions
+    to generate, `generate` (L,) bool; a language model appends `length` characters to `ids`."""
+
+    ids: torch.Tensor
+    generate: torch.Tensor | None
+    length: int
+    shown_from: int  # the text of a sample starts here (after a start character the user did not type)
+
+    @property
+    def sample_length(self) -> int:
+        """Characters of each finished sample."""
+        appended = self.length if self.generate is None else 0
+        return len(self.ids) + appended - self.shown_from
+
+
+def canvas(settings: SamplingConfig, vocab: Vocabulary, block_size: int, unmasking: bool, prefix: str = "") -> Canvas:
+    """The canvas of `settings` for a model of `block_size`; ConfigError (keys under `prefix`) when
+    the prompt or template holds an unknown character or does not fit."""
+    prompt = encode(settings.prompt, vocab, prefix + "prompt")
+    if not unmasking:
+        return _autoregressive_canvas(settings, vocab, block_size, prompt, prefix)
+    if settings.template is not None:
+        holes = torch.tensor([ch == "_" for ch in settings.template])
+        text = encode(settings.template.replace("_", vocab.chars[0]), vocab, prefix + "template")
+        ids, generate = torch.cat([prompt, text]), torch.cat([torch.zeros(len(prompt), dtype=torch.bool), holes])
+    else:
+        length = settings.length if settings.length is not None else block_size - len(prompt)
+        if length < 1:
+            raise ConfigError(prefix + "prompt", f"fills the whole block of {block_size}", "a shorter prompt")
+        ids = torch.cat([prompt, torch.zeros(length, dtype=torch.long)])
+        generate = torch.arange(len(ids)) >= len(prompt)
+    if len(ids) > block_size:
+        what = "prompt + template" if settings.template is not None else "prompt + length"
+        raise ConfigError(
+            prefix + ("template" if settings.template is not None else "length"),
+            f"{what} is {len(ids)} characters, longer than the model's block of {block_size}",
+            f"at most {block_size} characters in all",
+        )
+    return Canvas(ids, generate, int(generate.sum()), 0)
+
+
+def _autoregressive_canvas(
+    settings: SamplingConfig, vocab: Vocabulary, block_size: int, prompt: torch.Tensor, prefix: str
+) -> Canvas:
+    shown_from = 0
+    if len(prompt) == 0:
+        if START not in vocab.chars:
+            raise ConfigError(prefix + "prompt", "empty, and the vocabulary has no newline to start from", "a prompt")
+        prompt, shown_from = encode(START, vocab, prefix + "prompt"), 1
+    length = settings.length if settings.length is not None else block_size - len(prompt) + shown_from
+    if length < 1:
+        raise ConfigError(prefix + "length", f"null, and the prompt fills the block of {block_size}", "an integer >= 1")
+    return Canvas(prompt, None, length, shown_from)
+
+
+def encode(text: str, vocab: Vocabulary, key: str) -> torch.Tensor:
+    unknown = sorted(set(text) - set(vocab.chars))
+    if unknown:
+        raise ConfigError(key, f"{''.join(unknown)!r} not in the model's vocabulary", "characters of its training text")
+    return torch.from_numpy(vocab.encode(text).astype("int64"))
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    vocab: Vocabulary,
+    settings: SamplingConfig,
+    plan: Canvas,
+    seed: int,
+    autocast: AbstractContextManager | None = None,
+    judge: Judge | None = None,
+) -> torch.Tensor:
+    """`settings.num_samples` samples of `plan` as (num_samples, L) ids; sample i from seed + i."""
+    device = next(model.parameters()).device
+    rows = settings.num_samples
+    noise = RowNoise(seed, rows, device)
+    ids = plan.ids.to(device).expand(rows, -1)
+    was_training = model.training
+    model.eval()
+    with autocast or nullcontext():
+        if plan.generate is None:
+            out = autoregressive(model, ids, plan.length, vocab.base_size, settings, noise)
+        else:
+            generate_at = plan.generate.to(device).expand(rows, -1)
+            out = iterative_unmasking(model, ids, generate_at, vocab.mask_id, vocab.base_size, settings, noise, judge)
+    model.train(was_training)
+    return out[:, plan.shown_from :]
