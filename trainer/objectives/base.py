@@ -1,6 +1,7 @@
 """What every training objective provides: batches, a loss, and evaluation metrics."""
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
@@ -20,6 +21,15 @@ def host_values(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
 def draw_seed(generator: torch.Generator) -> int:
     """A seed for randomness that happens later on the device, drawn from the batch's own generator."""
     return int(torch.randint(2**62, (), generator=generator))
+
+
+# joins the per-item values of every rank's share of the validation batches (None: an empty share)
+Gather = Callable[[dict[str, torch.Tensor] | None], dict[str, torch.Tensor]]
+
+
+def keep(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One process holds every value already."""
+    return values
 
 
 @dataclass(frozen=True)
@@ -97,9 +107,25 @@ class Objective(ABC):
         of a step are weighted by their share of the step's units, so they add up to one big batch."""
         return batch.num_targets
 
+    def evaluate(self, model: torch.nn.Module, batches: list[Batch], gather: Gather = keep) -> dict[str, float]:
+        """Validation metrics over `batches`, keyed without the `val/` prefix ("loss", ...).
+
+        Under several processes each rank passes its share of the batches, and `gather` joins every
+        rank's per-item values in batch order, so the metrics are those of one process evaluating
+        all of them (no mean of means; a median sees every value).
+        """
+        with torch.no_grad():
+            values = self.collect(model, batches) if batches else None
+            return host_values(self.summarize(gather(values)))
+
     @abstractmethod
-    def evaluate(self, model: torch.nn.Module, batches: list[Batch]) -> dict[str, float]:
-        """Validation metrics over `batches`, keyed without the `val/` prefix ("loss", ...)."""
+    def collect(self, model: torch.nn.Module, batches: list[Batch]) -> dict[str, torch.Tensor]:
+        """Per-item values of the batches (per target, per row...): 1-D device tensors whose first
+        dimension is the items, in batch order, so shares of the batches concatenate."""
+
+    @abstractmethod
+    def summarize(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The metrics (0-d device tensors) of the collected values of every batch."""
 
 
 class ClassifierObjective(Objective):

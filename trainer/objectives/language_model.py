@@ -1,9 +1,9 @@
 """Next-token prediction (nanoGPT): causal attention, cross-entropy over every position."""
 
-import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from models import Attention, Head
 from trainer.batches import TokenWindows
@@ -38,8 +38,14 @@ class LanguageModelObjective(ClassifierObjective):
         logits = model(batch.inputs)
         return Predictions(logits.flatten(0, 1), batch.targets.flatten(), rows=batch.inputs.size(0))
 
-    @torch.no_grad()
-    def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
-        total = sum(self.loss(model, b) * b.num_targets for b in batches)
-        loss = (total / sum(b.num_targets for b in batches)).item()
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+    def collect(self, model, batches: list[Batch]) -> dict[str, torch.Tensor]:
+        """The cross-entropy of every target."""
+        losses = [
+            F.cross_entropy(self.predictions(model, b).logits.float(), b.targets.flatten(), reduction="none")
+            for b in batches
+        ]
+        return {"loss": torch.cat(losses)}
+
+    def summarize(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        loss = values["loss"].mean()
+        return {"loss": loss, "perplexity": loss.clamp(max=50.0).exp()}

@@ -16,7 +16,7 @@ from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.curriculum import Curriculum
 from trainer.loss import ClassificationLoss, Predictions
-from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective, host_values
+from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.vocab import Vocabulary
 
@@ -83,10 +83,32 @@ class UnmaskingObjective(ClassifierObjective):
     def samples_with_targets(self, batch: Batch) -> int:
         return int(batch.mask.any(1).sum())  # a CPU tensor: no device sync
 
-    @torch.no_grad()
-    def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
+    def collect(self, model, batches: list[Batch]) -> dict[str, torch.Tensor]:
+        """Per masked token: loss, p(correct), signal-to-noise, top-1 hit, stage. Per row (`row_*`):
+        mask ratio, stage."""
+        parts = []
+        for batch in batches:
+            logits = model(batch.inputs, predict_at=batch.predict_at).float()
+            probs = logits.softmax(-1)
+            p_true = probs.gather(1, batch.targets[:, None]).squeeze(1)
+            p_wrong = probs.scatter(1, batch.targets[:, None], 0.0).amax(1)
+            parts.append(
+                {
+                    "loss": F.cross_entropy(logits, batch.targets, reduction="none"),
+                    "p_correct": p_true,
+                    "snr": (p_true / (p_wrong + 1e-10)).clamp(max=SNR_CLAMP),
+                    "correct": (logits.argmax(-1) == batch.targets).float(),
+                    "stage": batch.row_stage[batch.predict_at // batch.inputs.size(1)],
+                    "row_ratio": batch.mask.float().mean(1),
+                    "row_stage": batch.row_stage,
+                }
+            )
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+    def summarize(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Overall metrics (token-weighted) and the same metrics for every validation stage."""
-        per_token, per_row = self._collect(model, batches)
+        per_token = {k: v for k, v in values.items() if not k.startswith("row_")}
+        per_row = {k.removeprefix("row_"): v for k, v in values.items() if k.startswith("row_")}
         metrics = self._summary(per_token, per_row)
         for stage in range(len(self.curriculum.validation)):
             in_stage = self._summary(
@@ -94,31 +116,7 @@ class UnmaskingObjective(ClassifierObjective):
                 {k: v[per_row["stage"] == stage] for k, v in per_row.items()},
             )
             metrics.update({f"stage_{stage}_{name}": value for name, value in in_stage.items()})
-        return host_values(metrics)
-
-    def _collect(self, model, batches: list[Batch]) -> tuple[dict, dict]:
-        """Per masked token: loss, p(correct), signal-to-noise, top-1 hit, stage. Per row: ratio, stage."""
-        token_parts, row_parts = [], []
-        for batch in batches:
-            logits = model(batch.inputs, predict_at=batch.predict_at).float()
-            probs = logits.softmax(-1)
-            p_true = probs.gather(1, batch.targets[:, None]).squeeze(1)
-            p_wrong = probs.scatter(1, batch.targets[:, None], 0.0).amax(1)
-            token_parts.append(
-                {
-                    "loss": F.cross_entropy(logits, batch.targets, reduction="none"),
-                    "p_correct": p_true,
-                    "snr": (p_true / (p_wrong + 1e-10)).clamp(max=SNR_CLAMP),
-                    "correct": (logits.argmax(-1) == batch.targets).float(),
-                    "stage": batch.row_stage[batch.predict_at // batch.inputs.size(1)],
-                }
-            )
-            row_parts.append({"ratio": batch.mask.float().mean(1), "stage": batch.row_stage})
-
-        def concat(parts):
-            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-        return concat(token_parts), concat(row_parts)
+        return metrics
 
     def _summary(self, per_token: dict, per_row: dict) -> dict[str, torch.Tensor]:
         p_correct = per_token["p_correct"].mean()
