@@ -61,7 +61,9 @@ def build_trainer(
     )
     if resumed is not None:
         check_compatible(resumed, model, vocab)
-    transfer = Transfer(run.transfer, run.optim.weight_decay, lambda groups: run.optim.build(groups, device))
+    transfer = Transfer(
+        run.transfer, run.optim.weight_decay, lambda groups: run.optim.build(groups, device, run.system.fused_adamw)
+    )
     if resumed is None and run.transfer.kind != TransferKind.none:
         transfer.load_trunk(model, run.transfer.checkpoint, vocab)
     filler = None

@@ -115,10 +115,12 @@ def train(cfg: DictConfig) -> float | None:
 
 def shared_run_folder(own: Path) -> Path:
     """Rank 0's run folder, on every rank: the default run_name is the start time, which the ranks
-    may have read in different seconds. A folder Hydra made for this rank alone is removed."""
+    may have read in different seconds. The empty folders Hydra made for this rank alone are removed."""
     shared = Path(_dist.share(str(own)))
-    if shared != own and own.is_dir() and not any(own.iterdir()):
-        own.rmdir()
+    folder = own
+    while folder != shared and folder not in shared.parents and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
     return shared
 
 
