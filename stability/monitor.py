@@ -1,6 +1,7 @@
 """Combine the checks of a step into one verdict, read with a single host sync."""
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -17,9 +18,22 @@ class Verdict:
 OK = Verdict(ok=True)
 
 
+def alone(flags: torch.Tensor) -> torch.Tensor:
+    """One process: its flags are the verdict."""
+    return flags
+
+
 class StabilityMonitor:
-    def __init__(self, checks: list[Check], check_val_loss: bool = True):
-        self.checks, self.check_val_loss = checks, check_val_loss
+    """`agree` turns this process's flags into those of every process (under DDP an all-reduce of
+    "any"), so all ranks skip, roll back or stop together."""
+
+    def __init__(
+        self,
+        checks: list[Check],
+        check_val_loss: bool = True,
+        agree: Callable[[torch.Tensor], torch.Tensor] = alone,
+    ):
+        self.checks, self.check_val_loss, self.agree = checks, check_val_loss, agree
 
     def attach(self, model) -> None:
         for check in self.checks:
@@ -32,7 +46,7 @@ class StabilityMonitor:
     def inspect(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> Verdict:
         if not self.checks:
             return OK
-        flags = torch.stack([check.flag(loss, grad_norm) for check in self.checks])
+        flags = self.agree(torch.stack([check.flag(loss, grad_norm) for check in self.checks]))
         # The step's one host sync: everything above stayed on the device.
         if not flags.any().item():
             return OK

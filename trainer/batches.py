@@ -1,8 +1,10 @@
 """Window sampling and the background batch stream.
 
-Every batch is a pure function of (seed, stream, rank, step, micro-step): its generator is derived
-from those numbers, never from a shared global RNG. Prefetching therefore cannot change what the
-loop sees, and a resumed run draws exactly the batches the uninterrupted run would have drawn.
+Every batch is a pure function of (seed, stream, step, micro-step): its generator is derived from
+those numbers, never from a shared global RNG. Prefetching therefore cannot change what the loop
+sees, and a resumed run draws exactly the batches the uninterrupted run would have drawn. Under
+several processes the micro-step index is global: rank r of W draws micro-steps r*A/W ... (r+1)*A/W - 1
+of the step's A, so the ranks together draw the batches one process would draw alone.
 """
 
 import queue
@@ -22,11 +24,11 @@ class Stream(IntEnum):
     VALIDATION = 2
 
 
-def generator_for(
-    seed: int, stream: Stream, step: int, micro_step: int = 0, rank: int = 0, epoch: int = 0
-) -> torch.Generator:
-    """A fresh generator for one batch. `epoch` counts rollbacks, so re-run steps draw new batches."""
-    words = np.random.SeedSequence([seed, int(stream), rank, step, micro_step, epoch]).generate_state(2)
+def generator_for(seed: int, stream: Stream, step: int, micro_step: int = 0, epoch: int = 0) -> torch.Generator:
+    """A fresh generator for one batch. `epoch` counts rollbacks, so re-run steps draw new batches.
+    `micro_step` is global (it already tells the ranks apart); the 0 in the key, once a rank, keeps
+    the batches of runs that began before."""
+    words = np.random.SeedSequence([seed, int(stream), 0, step, micro_step, epoch]).generate_state(2)
     generator = torch.Generator()
     generator.manual_seed(int(words[0]) << 32 | int(words[1]))
     return generator
@@ -68,12 +70,13 @@ class BatchStream:
     `make_batch(generator, stage, step)` builds one CPU batch for a curriculum stage and step; the thread runs
     ahead by `depth` batches so data preparation (window gathering, masking) overlaps the model's
     forward and backward passes. A stage change or a rollback (a new epoch) restarts it, like a
-    jump in steps does.
+    jump in steps does. This process draws the `micro_steps` micro-steps from `first_micro_step` on
+    (global indices: a rank's share of each step).
     """
 
-    def __init__(self, make_batch: Callable, seed: int, micro_steps: int, depth: int = 4, rank: int = 0):
-        self.make_batch, self.seed, self.micro_steps, self.rank = make_batch, seed, micro_steps, rank
-        self.depth = depth
+    def __init__(self, make_batch: Callable, seed: int, micro_steps: int, depth: int = 4, first_micro_step: int = 0):
+        self.make_batch, self.seed, self.depth = make_batch, seed, depth
+        self.micro_steps = range(first_micro_step, first_micro_step + micro_steps)
         self._thread: threading.Thread | None = None
         self._expected: tuple[int, int, int, int] | None = None
 
@@ -103,13 +106,13 @@ class BatchStream:
         self._expected = None
 
     def _build(self, step: int, micro_step: int, stage: int, epoch: int):
-        generator = generator_for(self.seed, Stream.TRAIN, step, micro_step, self.rank, epoch)
+        generator = generator_for(self.seed, Stream.TRAIN, step, micro_step, epoch=epoch)
         return self.make_batch(generator, stage, step)
 
     def _next_key(self, step: int, micro_step: int, stage: int, epoch: int) -> tuple[int, int, int, int]:
-        if micro_step + 1 < self.micro_steps:
+        if micro_step + 1 < self.micro_steps.stop:
             return step, micro_step + 1, stage, epoch
-        return step + 1, 0, stage, epoch
+        return step + 1, self.micro_steps.start, stage, epoch
 
     def _start(self, key: tuple[int, int, int, int]) -> None:
         self.close()

@@ -30,6 +30,7 @@ from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, check
 from trainer.config import Config
 from trainer.contract import check
 from trainer.corpus import PreparedCorpus, load_text, prepare
+from trainer.distributed import ONE_PROCESS, Distributed
 from trainer.errors import CheckpointError, DataError
 from trainer.loop import Data, Trainer
 from trainer.objectives import Filler, Objective
@@ -43,7 +44,11 @@ from trainer.transfer import Transfer, TransferKind
 from trainer.vocab import Vocabulary
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: list[str] = ()) -> Trainer:
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, console: Console, overrides: list[str] = (), dist: Distributed = ONE_PROCESS
+) -> Trainer:
+    """The Trainer of a composed config. Under several processes every rank builds the same one;
+    rank 0 alone writes files and reports (the other ranks get no loggers)."""
     run = check(cfg)
     checkpoints = run.checkpoint.build(run_dir)
     resumed_path = resume_point(run, checkpoints)
@@ -57,7 +62,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     )
     if resumed is not None:
         check_compatible(resumed, model, vocab)
-    transfer = Transfer(run.transfer, run.optim.weight_decay, lambda groups: run.optim.build(groups, device))
+    transfer = Transfer(
+        run.transfer, run.optim.weight_decay, lambda groups: run.optim.build(groups, device, run.system.fused_adamw)
+    )
     if resumed is None and run.transfer.kind != TransferKind.none:
         transfer.load_trunk(model, run.transfer.checkpoint, vocab)
     filler = None
@@ -67,28 +74,28 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
     objective = run.mode.build_objective(vocab, curriculum, filler, run.loss)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     faults = FaultInjector(list(run.stability.inject))
-    stability = make_stability_monitor(run, model, scaler)
+    stability = make_stability_monitor(run, model, scaler, dist)
     record = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     sampler = make_sampler(run, vocab, objective, autocast)  # may refuse the prompt
-    callbacks = make_callbacks(run, run_dir, console, model, record)  # a logger may refuse (wandb credentials)
+    # a logger may refuse (wandb credentials); the other ranks report nothing
+    callbacks = make_callbacks(run, run_dir, console, model, record, dist) if dist.is_main else CallbackList([])
 
-    # Everything is accepted: from here on files are written.
-    corpus.save()
+    # Everything is accepted: from here on files are written (by rank 0, once every rank has read).
+    dist.barrier()
     if resumed is not None:
         changes = reconcile(resumed, record, run)
-        for line in changes if not run.eval_only else []:  # an evaluation changes nothing
+        for line in changes if not run.eval_only and dist.is_main else []:  # an evaluation changes nothing
             console.print(line, highlight=False, soft_wrap=True)
-    if not run.eval_only:
-        write_run_files(record, run_dir, overrides)
-        write_snapshot(run_dir)
+    if dist.is_main:
+        write_files(run, corpus, record, run_dir, overrides)
     trainer = Trainer(
         cfg=run,
         config_record=record,
         model=torch.compile(model) if run.system.compile else model,
         raw_model=model,
         objective=objective,
-        data=make_data(run, corpus, objective, device),
-        sampler=sampler,
+        data=make_data(run, corpus, objective, device, dist.shard(range(run.gradient_accumulation_steps))),
+        sampler=sampler if dist.is_main else None,  # rank 0 alone prints and keeps the samples
         optimizer=transfer.optimizer_for(model, unfrozen=False),
         scaler=scaler,
         autocast=autocast,
@@ -102,6 +109,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
         faults=faults,
         transfer=transfer,
         curriculum=curriculum,
+        dist=dist,
     )
     faults.attach(model, lambda: trainer.state.step)
     stability.attach(model)  # after the faults, so the checks see what the faults did
@@ -110,9 +118,17 @@ def build_trainer(cfg: DictConfig, run_dir: Path, console: Console, overrides: l
         trainer.load_payload(resumed)
         faults.load_state_dict(resumed.get("faults", []))
         trainer.last_checkpoint = trainer.resumed_from = resumed_path
-        if not run.eval_only:
+        if not run.eval_only and dist.is_main:
             continue_line(checkpoints, trainer.state, console)
     return trainer
+
+
+def write_files(run: Config, corpus: PreparedCorpus, record: dict, run_dir: Path, overrides: list[str]) -> None:
+    """The data cache entry, and for a training run .hydra/ and the source snapshot."""
+    corpus.save()
+    if not run.eval_only:
+        write_run_files(record, run_dir, overrides)
+        write_snapshot(run_dir)
 
 
 def continue_line(checkpoints: CheckpointDirectory, state: TrainState, console: Console) -> None:
@@ -124,7 +140,10 @@ def continue_line(checkpoints: CheckpointDirectory, state: TrainState, console: 
         console.print(repaired, highlight=False, soft_wrap=True)
 
 
-def make_data(run: Config, corpus: PreparedCorpus, objective: Objective, device: torch.device) -> Data:
+def make_data(
+    run: Config, corpus: PreparedCorpus, objective: Objective, device: torch.device, micro_steps: range
+) -> Data:
+    """The training stream of this process's `micro_steps` of each step, and the validation set."""
     newline = corpus.vocab.chars.index("\n") if "\n" in corpus.vocab.chars else None
     windows = {
         split: TokenWindows(corpus.split(split), run.window_length, run.data.paragraph_boundaries, newline)
@@ -133,8 +152,9 @@ def make_data(run: Config, corpus: PreparedCorpus, objective: Objective, device:
     stream = BatchStream(
         lambda generator, stage, step: objective.make_batch(windows["train"], run.batch_size, generator, stage, step),
         run.seed,
-        run.gradient_accumulation_steps,
+        len(micro_steps),
         depth=run.data.prefetch,
+        first_micro_step=micro_steps.start,
     )
     # Its own generator: the validation set is the same whatever the training stream has drawn.
     validation_set = [
@@ -174,7 +194,9 @@ def check_compatible(payload: dict, model: GPT, vocab: Vocabulary) -> None:
     check_vocabulary(payload, vocab, "resume", "the data the checkpoint was trained on")
 
 
-def make_stability_monitor(run: Config, model: GPT, scaler: torch.amp.GradScaler) -> StabilityMonitor:
+def make_stability_monitor(
+    run: Config, model: GPT, scaler: torch.amp.GradScaler, dist: Distributed
+) -> StabilityMonitor:
     available = {
         CheckName.logits: LogitsCheck,
         CheckName.loss: LossCheck,
@@ -183,13 +205,19 @@ def make_stability_monitor(run: Config, model: GPT, scaler: torch.amp.GradScaler
     }
     checks = set(run.stability.checks)
     return StabilityMonitor(
-        [make() for name, make in available.items() if name in checks], check_val_loss=CheckName.val in checks
+        [make() for name, make in available.items() if name in checks],
+        check_val_loss=CheckName.val in checks,
+        agree=dist.any_,  # every rank reaches the same verdict
     )
 
 
-def make_callbacks(run: Config, run_dir: Path, console: Console, model: GPT, record: dict) -> CallbackList:
-    """The step reporter and the chosen loggers; eval_only writes its own file and no logger's."""
-    callbacks = [StepReporter(run.log_interval, model.estimate_flops_per_token(), run.system.peak_flops)]
+def make_callbacks(
+    run: Config, run_dir: Path, console: Console, model: GPT, record: dict, dist: Distributed
+) -> CallbackList:
+    """The step reporter and the chosen loggers; eval_only writes its own file and no logger's.
+    Throughput counts the tokens of every rank, so MFU is measured against every rank's device."""
+    peak_flops = run.system.peak_flops * dist.world_size
+    callbacks = [StepReporter(run.log_interval, model.estimate_flops_per_token(), peak_flops)]
     loggers = run.logger
     if loggers.console is not None:
         callbacks.append(loggers.console.build(console))

@@ -5,6 +5,10 @@ creates a run folder, `preflight` composes and checks the config of every job th
 run (each job of a sweep), so a bad value in job 3 stops the sweep before job 1 starts. Hydra's
 flags may stand anywhere among the overrides (the command line is read with argparse's
 intermixed parsing, then handed to Hydra's own runner).
+
+Under torchrun every process runs this command: each checks the config (a rejected one ends every
+process with exit code 2, rank 0 printing the line), then they join the process group; the run
+folder rank 0 decided is everyone's, and only rank 0 writes and prints.
 """
 
 import argparse
@@ -27,6 +31,7 @@ from stability import TrainingDiverged
 from trainer.build import build_trainer
 from trainer.checkpoint import CheckpointWriteError
 from trainer.config import register_schemas
+from trainer.distributed import ONE_PROCESS, Distributed, rank_from_env
 from trainer.errors import ConfigError, UserError
 from trainer.hydra_errors import one_line
 from trainer.loop import EVALUATIONS, StopRequested
@@ -48,6 +53,10 @@ _created_by_this_run: Path | None = None
 # The run folder Hydra made for the job being built (None once training started, or when it held a
 # run before): a stop signal before training removes it, so the same command can simply be re-run.
 _job_folder: Path | None = None
+
+
+# This process among torchrun's (one process: rank 0 of 1); joined after the config is checked.
+_dist = ONE_PROCESS
 
 
 # A stop signal that came before training started. The handler only notes it: raising from a
@@ -73,17 +82,17 @@ def train(cfg: DictConfig) -> float | None:
     """Hydra's task function: build the Trainer for the composed config and train."""
     global _job_folder
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    run_dir = shared_run_folder(Path(hydra_cfg.runtime.output_dir))
     for signal_number in STOP_SIGNALS:  # not the handlers of the previous job of a sweep
         signal.signal(signal_number, stop_at_startup)
-    _job_folder = run_dir if not any(run_dir.iterdir()) else None
+    _job_folder = run_dir if _dist.is_main and not any(run_dir.iterdir()) else None
     check_startup_signal()
-    # A log file has no terminal width: give tables room instead of rich's default of 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
+    console = make_console()
     try:
-        trainer = build_trainer(cfg, run_dir, console, hydra_cfg.overrides.task)
+        trainer = build_trainer(cfg, run_dir, console, hydra_cfg.overrides.task, _dist)
     except UserError as err:
-        _remove_if_empty(_created_by_this_run or run_dir)
+        if _dist.is_main:
+            _remove_if_empty(_created_by_this_run or run_dir)
         fail(str(err))
     if trainer.cfg.eval_only:
         metrics = trainer.evaluate_only()
@@ -94,13 +103,8 @@ def train(cfg: DictConfig) -> float | None:
     stop_on_signals(trainer)
     _job_folder = None
     status, code = fit(trainer)
-    summary = run_summary(trainer, status)
-    if code is not None:  # a finished run's summary is printed by the console logger
-        console.print(describe(summary), highlight=False, soft_wrap=True)
-    try:
-        write_summary(run_dir, summary)
-    except OSError:  # the disk that failed the checkpoint may fail this too; the exit code says it
-        pass
+    if _dist.is_main:
+        report_end(trainer, status, code, console, run_dir)
     if code == EXIT_DIVERGED and hydra_cfg.mode == RunMode.MULTIRUN:
         _diverged_jobs.append(run_dir)  # the other jobs of the sweep still run
         return None
@@ -109,21 +113,57 @@ def train(cfg: DictConfig) -> float | None:
     return trainer.state.best_val_loss
 
 
+def shared_run_folder(own: Path) -> Path:
+    """Rank 0's run folder, on every rank: the default run_name is the start time, which the ranks
+    may have read in different seconds. The empty folders Hydra made for this rank alone are removed."""
+    shared = Path(_dist.share(str(own)))
+    folder = own
+    while folder != shared and folder not in shared.parents and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+    return shared
+
+
+def make_console() -> Console:
+    """Rank 0's console; the other ranks print nothing."""
+    if not _dist.is_main:
+        return Console(file=open(os.devnull, "w"))
+    # A log file has no terminal width: give tables room instead of rich's default of 80 columns.
+    return Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
+
+
+def report_end(trainer, status: str, code: int | None, console: Console, run_dir: Path) -> None:
+    """summary.json, and the summary on the console when the console logger does not print it."""
+    summary = run_summary(trainer, status)
+    if code is not None:  # a finished run's summary is printed by the console logger
+        console.print(describe(summary), highlight=False, soft_wrap=True)
+    try:
+        write_summary(run_dir, summary)
+    except OSError:  # the disk that failed the checkpoint may fail this too; the exit code says it
+        pass
+
+
+def say(message: str) -> None:
+    """One line on stderr, from rank 0 only (every rank ends the same way)."""
+    if rank_from_env() == 0:
+        print(message, file=sys.stderr)
+
+
 def fit(trainer) -> tuple[str, int | None]:
     """Train; returns the run's status and the exit code it ends with (None: success). Each way of
     ending early prints one line on stderr."""
     try:
         trainer.fit()
     except TrainingDiverged as err:
-        print(f"error: training diverged: {err}", file=sys.stderr)
+        say(f"error: training diverged: {err}")
         return "diverged", EXIT_DIVERGED
     except CheckpointWriteError as err:
-        print(f"error: {err}", file=sys.stderr)
+        say(f"error: {err}")
         return "checkpoint write failed", EXIT_WRITE_FAILED
     except StopRequested as stop:
         name = signal.Signals(stop.signal_number).name
         saved = f"checkpoint {stop.checkpoint}" if stop.checkpoint else "nothing learnt yet, no checkpoint"
-        print(f"stopped by {name} at step {stop.step}: {saved}; continue with resume=auto", file=sys.stderr)
+        say(f"stopped by {name} at step {stop.step}: {saved}; continue with resume=auto")
         return f"stopped by {name}", exit_code(stop.signal_number)
     return "done", None
 
@@ -134,7 +174,7 @@ def stop_on_signals(trainer) -> None:
 
     def request_stop(signal_number, frame):
         if signal_number == signal.SIGINT and trainer.stop_signal is not None:
-            print("interrupted twice: stopped without a checkpoint", file=sys.stderr)
+            say("interrupted twice: stopped without a checkpoint")
             sys.exit(EXIT_INTERRUPTED)
         trainer.request_stop(signal_number)
 
@@ -150,20 +190,24 @@ def main() -> None:
     parser = command_line_parser()
     for signal_number in STOP_SIGNALS:
         signal.signal(signal_number, stop_at_startup)
+    global _created_by_this_run, _dist
     try:
         args = parser.parse_intermixed_args(sys.argv[1:])
-        global _created_by_this_run
         _created_by_this_run = preflight(args)
         check_startup_signal()
+        _dist = Distributed.start()  # torchrun's processes meet here, each having checked the config
+        _dist.barrier()  # nobody writes before every rank's checks have read the run folder
         _diverged_jobs.clear()
         _run_hydra(args=args, args_parser=parser, task_function=train, config_path=CONF_DIR, config_name="config")
     except UserError as err:
         fail(str(err))
     except (HydraException, OmegaConfBaseException) as err:
         fail(one_line(err))
+    finally:
+        _dist.stop()
     if _diverged_jobs:
         folders = ", ".join(str(folder) for folder in _diverged_jobs)
-        print(f"error: {len(_diverged_jobs)} job(s) of the sweep diverged: {folders}", file=sys.stderr)
+        say(f"error: {len(_diverged_jobs)} job(s) of the sweep diverged: {folders}")
         sys.exit(EXIT_DIVERGED)
 
 
@@ -182,14 +226,14 @@ def stopped_at_startup(signal_number: int) -> None:
     """One line, the folders this command made for the job removed, the signal's exit code."""
     if _job_folder is not None:
         shutil.rmtree(_job_folder, ignore_errors=True)
-    if _created_by_this_run is not None:
+    if _created_by_this_run is not None and _dist.is_main:
         _remove_if_empty(_created_by_this_run)
-    print(stopped_before_training(signal_number), file=sys.stderr)
+    say(stopped_before_training(signal_number))
     sys.exit(exit_code(signal_number))
 
 
 def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    say(f"error: {message}")
     sys.exit(EXIT_BAD_INPUT)
 
 

@@ -22,6 +22,7 @@ from trainer.checkpoint import CheckpointConfig, find_checkpoint
 from trainer.console import ConsoleLoggerConfig
 from trainer.corpus import DataConfig
 from trainer.curriculum import StagesConfig
+from trainer.distributed import world_size_from_env
 from trainer.errors import ConfigError, require_plain_name
 from trainer.loss import LossConfig
 from trainer.objectives import MODES, ModeConfig
@@ -97,6 +98,7 @@ class Config:
                 "resume=auto or resume=PATH",
             )
         self._check_curriculum()
+        self._check_accumulation(world_size_from_env())
         self._check_loss()
         self._check_sample()
         self._check_resume_changes()
@@ -142,6 +144,17 @@ class Config:
                 f"{self.batch_size} rows cannot give each of the {active} stages mixed into a batch a row "
                 f"(stages.mix={self.stages.mix.value})",
                 f"an integer >= {active}, or stages.mix=current",
+            )
+
+    def _check_accumulation(self, world_size: int) -> None:
+        """Under torchrun each of the processes runs an equal share of the step's micro-batches."""
+        steps = self.gradient_accumulation_steps
+        if steps % world_size:
+            raise ConfigError(
+                "gradient_accumulation_steps",
+                f"{steps} micro-batches cannot be shared evenly by the {world_size} processes torchrun "
+                "started (each runs gradient_accumulation_steps / processes)",
+                f"a multiple of {world_size} ({', '.join(str(world_size * k) for k in (1, 2, 4))}, ...)",
             )
 
     def _check_loss(self) -> None:

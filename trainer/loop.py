@@ -1,6 +1,7 @@
 """The training loop. Everything it needs is built by trainer/build.py and handed in."""
 
 import copy
+import functools
 import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -13,6 +14,7 @@ from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
 from trainer.callbacks import CallbackList
 from trainer.checkpoint import CheckpointDirectory
 from trainer.curriculum import Advance, Curriculum
+from trainer.distributed import ONE_PROCESS, Distributed
 from trainer.loss import ENTROPY_EMA_DECAY, TrainingLoss
 from trainer.objectives import Batch, Objective
 from trainer.recovery import Recovery
@@ -59,6 +61,16 @@ def weighted_sum(parts: list[tuple[float, TrainingLoss]]) -> TrainingLoss:
     return TrainingLoss(loss, multiplier, sum(share * part.wrong_entropy for share, part in parts))
 
 
+def summed_over_ranks(loss: TrainingLoss, dist: Distributed) -> TrainingLoss:
+    """Each rank holds its micro-batches' part of the step's loss (their shares are of the whole
+    step): the sum over ranks is the step's loss, on every rank. One all-reduce on the device, no sync."""
+    if not dist.enabled:
+        return loss
+    parts = [value for value in (loss.loss, loss.multiplier, loss.wrong_entropy) if value is not None]
+    total = dist.sum_(torch.stack([part.float() for part in parts]))
+    return TrainingLoss(*total.unbind())
+
+
 class Trainer:
     def __init__(
         self,
@@ -83,9 +95,17 @@ class Trainer:
         transfer: Transfer,
         curriculum: Curriculum | None = None,
         sampler: Sampler | None = None,
+        dist: Distributed = ONE_PROCESS,
     ):
         self.config_record = config_record  # the resolved config as plain data, saved in checkpoints
-        self.cfg, self.model, self.raw_model, self.objective, self.data = cfg, model, raw_model, objective, data
+        self.cfg, self.raw_model, self.objective, self.data = cfg, raw_model, objective, data
+        # the model as a step calls it: compiled or not, and wrapped by DDP under several processes
+        self.dist, self.unwrapped = dist, model
+        self.model = dist.wrap(model, device)
+        self._wrapped_trainable = self.trainable()
+        self.gather = functools.partial(dist.gather_rows, device=device)  # val values of every rank
+        # this rank's micro-steps of each step (global indices; all of them in one process)
+        self.micro_steps = dist.shard(range(cfg.gradient_accumulation_steps))
         self.optimizer, self.scaler, self.autocast, self.device = optimizer, scaler, autocast, device
         self.checkpoints, self.callbacks, self.vocab, self.run_dir = checkpoints, callbacks, vocab, run_dir
         self.stability, self.recovery, self.faults, self.curriculum = stability, recovery, faults, curriculum
@@ -114,7 +134,7 @@ class Trainer:
             while True:
                 if self.eval_due() and not self.evaluate_and_checkpoint():
                     continue  # the validation loss was not finite: rolled back to the last good state
-                if self.stop_signal is not None:  # pre-emption: after this step's evaluation, as a resume expects
+                if self.stop_agreed():  # pre-emption: after this step's evaluation, as a resume expects
                     self.stop()
                 if self.state.step >= self.cfg.max_iters:
                     break
@@ -148,10 +168,11 @@ class Trainer:
             "eval_iters": self.cfg.eval_iters,
             **metrics,
         }
-        path = self.run_dir / EVALUATIONS
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as file:
-            file.write(json.dumps(record) + "\n")
+        if self.dist.is_main:
+            path = self.run_dir / EVALUATIONS
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as file:
+                file.write(json.dumps(record) + "\n")
         return metrics
 
     def train_step(self) -> StepMetrics:
@@ -162,7 +183,7 @@ class Trainer:
         self.faults.poison_params(step, self.raw_model.parameters())
         batches = [
             self.data.stream.get(step, micro_step, self.state.stage, self.state.rollbacks)
-            for micro_step in range(self.cfg.gradient_accumulation_steps)
+            for micro_step in self.micro_steps
         ]
         self.last_batches = batches  # the CPU side, for the mask statistics of a log step
         self.timer.lap("data")
@@ -182,26 +203,30 @@ class Trainer:
         """Accumulate the gradient of the micro-batches; returns the step's loss (device tensors).
 
         Each micro-batch's mean loss is weighted by its share of the step's targets (counted on the
-        CPU, no host sync), so the micro-batches give the loss and gradient of one batch of all their
-        rows, also when the number of targets varies (masked positions).
+        CPU, no host sync; under several processes summed over the ranks by a CPU all-reduce), so the
+        micro-batches give the loss and gradient of one batch of all their rows, also when the
+        number of targets varies (masked positions).
         """
         units = [self.objective.units(batch) for batch in batches]
-        total_units = max(1, sum(units))
+        total_units = max(1, self.dist.sum_counts(sum(units)))
         penalty = self.cfg.loss.entropy_penalty.strength(self.state.step, self.cfg.max_iters)
         parts = []
-        for batch, count in zip(batches, units):
+        for index, (batch, count) in enumerate(zip(batches, units)):
             share = count / total_units
             batch = self.objective.on_device(batch.to(self.device))
             self.timer.lap("data")
-            with self.autocast:
-                part = self.objective.training_loss(self.model, batch, penalty)
-            loss = self.faults.poison_loss(self.state.step, part.loss * share)
-            self.timer.lap("forward")
-            # Backward per micro-batch: each has its own graph, freed before the next one is built.
-            self.scaler.scale(loss).backward()
+            # DDP all-reduces the gradients in the backward of the last micro-batch only
+            with self.dist.gradient_sync(self.model, sync=index == len(batches) - 1):
+                with self.autocast:
+                    part = self.objective.training_loss(self.model, batch, penalty)
+                loss = self.faults.poison_loss(self.state.step, part.loss * share)
+                self.timer.lap("forward")
+                # Backward per micro-batch: each has its own graph, freed before the next one is built.
+                # DDP averages over the ranks, and the shares already add up to one over all of them.
+                self.scaler.scale(loss * self.dist.world_size).backward()
             self.timer.lap("backward")
             parts.append((share, replace(part, loss=loss.detach())))
-        return weighted_sum(parts)
+        return summed_over_ranks(weighted_sum(parts), self.dist)
 
     def clip_gradients(self) -> torch.Tensor:
         """Total gradient norm (a device tensor), clipped to optim.grad_clip unless that is 0."""
@@ -262,6 +287,14 @@ class Trainer:
         self.timer.lap("checkpoint")
         return True
 
+    def stop_agreed(self) -> bool:
+        """Whether this rank or any other received a stop signal (one tiny CPU all-reduce per step
+        under DDP), so every rank checkpoints and stops at the same step."""
+        agreed = self.dist.first_signal(self.stop_signal)
+        if agreed is not None:
+            self.stop_signal = agreed
+        return agreed is not None
+
     def request_stop(self, signal_number: int) -> None:
         """Finish the current step, write a checkpoint, then raise StopRequested (signal handlers call this)."""
         self.stop_signal = signal_number
@@ -275,7 +308,10 @@ class Trainer:
         if self.state.step == 0:  # nothing learnt yet: keep the state in memory for an early rollback
             self.snapshot = copy.deepcopy(self.checkpoint_payload())
             return
-        self.last_checkpoint = self.checkpoints.save(self.checkpoint_payload(), self.state.step, is_best)
+        if self.dist.is_main:
+            self.last_checkpoint = self.checkpoints.save(self.checkpoint_payload(), self.state.step, is_best)
+        else:  # rank 0 writes it; a rollback here reads it back
+            self.last_checkpoint = self.checkpoints.path_of(self.state.step)
         self.snapshot = None
         self.callbacks.on_checkpoint(self, self.last_checkpoint, is_best)
 
@@ -293,11 +329,18 @@ class Trainer:
         """Train loss on `eval_iters` fresh training batches; every metric on the fixed validation set."""
         self.model.eval()
         with self.autocast:
-            train_batches = [self.eval_train_batch(k) for k in range(self.cfg.eval_iters)]
-            train_loss = torch.stack([self.objective.loss(self.model, b) for b in train_batches]).mean().item()
-            val = self.objective.evaluate(self.model, self.data.validation_set)
+            train_loss = self.estimate_train_loss()
+            # each rank evaluates its share of the validation batches; the values of all are joined
+            val = self.objective.evaluate(self.model, self.dist.shard(self.data.validation_set), self.gather)
         self.model.train()
         return {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}
+
+    def estimate_train_loss(self) -> float:
+        """The mean loss of `eval_iters` fresh training batches, each rank computing its share."""
+        shares = self.dist.shard(range(self.cfg.eval_iters))
+        losses = [self.objective.loss(self.model, self.eval_train_batch(k)).float() for k in shares]
+        total = torch.stack(losses).sum() if losses else torch.zeros((), device=self.device)
+        return self.dist.sum_(total).item() / self.cfg.eval_iters
 
     def eval_train_batch(self, k: int) -> Batch:
         generator = generator_for(self.cfg.seed, Stream.EVAL_TRAIN, self.state.step, k)
@@ -335,3 +378,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         # the payload was written right after this step's evaluation
         self._evaluated_at = self.state.step
+        self.follow_trainable()
+
+    def trainable(self) -> tuple[bool, ...]:
+        return tuple(p.requires_grad for p in self.raw_model.parameters())
+
+    def follow_trainable(self) -> None:
+        """DDP reduces the gradients of the parameters that were trainable when it wrapped the model:
+        after an unfreeze, or a loaded state with another frozen set, wrap it again."""
+        if self.trainable() != self._wrapped_trainable:
+            self.model = self.dist.wrap(self.unwrapped, self.device)
+            self._wrapped_trainable = self.trainable()

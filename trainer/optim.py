@@ -50,5 +50,7 @@ class OptimConfig:
             schedule=self.schedule.value,
         )
 
-    def build(self, param_groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(param_groups, lr=self.lr, betas=tuple(self.betas), fused=device.type == "cuda")
+    def build(self, param_groups: list[dict], device: torch.device, fused: bool = True) -> torch.optim.Optimizer:
+        """AdamW; `fused` (on CUDA only) updates every parameter in one kernel launch."""
+        fused = fused and device.type == "cuda"
+        return torch.optim.AdamW(param_groups, lr=self.lr, betas=tuple(self.betas), fused=fused)

@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
 from trainer.checkpoint import BEST
 from trainer.timing import shares
 
@@ -17,7 +19,7 @@ def run_summary(trainer, status: str) -> dict:
     state = trainer.state
     trainer.timer.lap("logging")
     trainer.timer.read()  # fold in the time since the last log step (the final evaluation, a stop)
-    return {
+    summary = {
         "status": status,
         "step": state.step,
         "max_iters": trainer.cfg.max_iters,
@@ -28,6 +30,9 @@ def run_summary(trainer, status: str) -> dict:
         "time_ms": trainer.timer.total,
         "files": run_files(trainer),
     }
+    if trainer.device.type == "cuda":  # the most this (rank 0's) device held at once, in bytes
+        summary["peak_memory_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
+    return summary
 
 
 def run_files(trainer) -> dict[str, str]:

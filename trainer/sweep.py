@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from trainer.distributed import rank_from_env
 from trainer.summary import SUMMARY
 
 CSV_NAME = "sweep_summary.csv"
@@ -61,6 +62,8 @@ def table(rows: list[dict]) -> Table:
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if rank_from_env() != 0:  # under torchrun, rank 0 reports the sweep
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = job_rows(sweep_dir)
         if not rows:

@@ -29,6 +29,7 @@ class SystemConfig:
     device: Device = Device.auto
     dtype: DType = DType.auto
     compile: bool = False
+    fused_adamw: bool = True  # AdamW's fused CUDA kernel (one launch for all parameters); ignored on CPU
     peak_flops: Annotated[float, Gt(0)] = 312e12  # FLOP/s, for MFU; A100 bf16 dense peak
     threads: Annotated[int, Ge(1)] | None = None  # torch intra-op threads on CPU; null: torch's default
 

@@ -121,6 +121,7 @@ class Transfer:
             return
         model = trainer.raw_model
         model.transformer.requires_grad_(True)
+        trainer.follow_trainable()  # DDP: the trunk's gradients join the all-reduce
         for group in self.trunk_groups(model):  # the head's groups and Adam state stay as they are
             trainer.optimizer.add_param_group(group)
         state.unfrozen = True

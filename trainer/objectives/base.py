@@ -1,6 +1,7 @@
 """What every training objective provides: batches, a loss, and evaluation metrics."""
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
@@ -23,6 +24,15 @@ def draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(2**62, (), generator=generator))
 
 
+# joins the per-item values of every rank's share of the validation batches (None: an empty share)
+Gather = Callable[[dict[str, torch.Tensor] | None], dict[str, torch.Tensor]]
+
+
+def keep(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One process holds every value already."""
+    return values
+
+
 @dataclass(frozen=True)
 class Batch:
     """One micro-batch. Built on the CPU by the batch stream, moved to the device by the loop.
@@ -33,6 +43,7 @@ class Batch:
     mask:       (B, T) bool, the selected positions of a masking strategy (None: no masking)
     row_stage:  (B,) the curriculum stage each row was masked by (None: no curriculum)
     fill_seed:  seeds the device-side sampling of a frozen model that completes the batch
+    first_row:  the index of the batch's first row in the validation set (0 for training batches)
     """
 
     inputs: torch.Tensor
@@ -41,6 +52,7 @@ class Batch:
     mask: torch.Tensor | None = None
     row_stage: torch.Tensor | None = None
     fill_seed: int = 0
+    first_row: int = 0
 
     def to(self, device: torch.device) -> "Batch":
         non_blocking = device.type == "cuda"
@@ -52,7 +64,8 @@ class Batch:
                 t = t.pin_memory()
             return t.to(device, non_blocking=non_blocking)
 
-        tensors = {f.name: move(getattr(self, f.name)) for f in fields(self) if f.name != "fill_seed"}
+        numbers = ("fill_seed", "first_row")
+        tensors = {f.name: move(getattr(self, f.name)) for f in fields(self) if f.name not in numbers}
         return replace(self, **tensors)
 
     @property
@@ -98,9 +111,25 @@ class Objective(ABC):
         of a step are weighted by their share of the step's units, so they add up to one big batch."""
         return batch.num_targets
 
+    def evaluate(self, model: torch.nn.Module, batches: list[Batch], gather: Gather = keep) -> dict[str, float]:
+        """Validation metrics over `batches`, keyed without the `val/` prefix ("loss", ...).
+
+        Under several processes each rank passes its share of the batches, and `gather` joins every
+        rank's per-item values in batch order, so the metrics are those of one process evaluating
+        all of them (no mean of means; a median sees every value).
+        """
+        with torch.no_grad():
+            values = self.collect(model, batches) if batches else None
+            return host_values(self.summarize(gather(values)))
+
     @abstractmethod
-    def evaluate(self, model: torch.nn.Module, batches: list[Batch]) -> dict[str, float]:
-        """Validation metrics over `batches`, keyed without the `val/` prefix ("loss", ...)."""
+    def collect(self, model: torch.nn.Module, batches: list[Batch]) -> dict[str, torch.Tensor]:
+        """Per-item values of the batches (per target, per row...): 1-D device tensors whose first
+        dimension is the items, in batch order, so shares of the batches concatenate."""
+
+    @abstractmethod
+    def summarize(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The metrics (0-d device tensors) of the collected values of every batch."""
 
     def show(self, model: torch.nn.Module, batches: list[Batch], rows: int) -> list[dict]:
         """The model's predictions on the first `rows` validation rows, one record per row with its

@@ -4,6 +4,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from models import Attention, Head
 from trainer.batches import TokenWindows
@@ -40,9 +41,15 @@ class LanguageModelObjective(ClassifierObjective):
         logits = model(batch.inputs)
         return Predictions(logits.flatten(0, 1), batch.targets.flatten(), rows=batch.inputs.size(0))
 
-    @torch.no_grad()
-    def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
-        total = sum(self.loss(model, b) * b.num_targets for b in batches)
-        loss = (total / sum(b.num_targets for b in batches)).item()
+    def collect(self, model, batches: list[Batch]) -> dict[str, torch.Tensor]:
+        """The cross-entropy of every target."""
+        losses = [
+            F.cross_entropy(self.predictions(model, b).logits.float(), b.targets.flatten(), reduction="none")
+            for b in batches
+        ]
+        return {"loss": torch.cat(losses)}
+
+    def summarize(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        loss = values["loss"].mean()
         # bits per character: on one scale with an unmasking model's val/bpc_bound
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "bpc": loss / math.log(2)}
+        return {"loss": loss, "perplexity": loss.clamp(max=50.0).exp(), "bpc": loss / math.log(2)}

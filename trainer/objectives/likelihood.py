@@ -41,31 +41,40 @@ def masked_counts(rows: int, first_row: int, total_rows: int, draw: int, draws: 
     return torch.ceil(t * length).long().clamp(1, length)
 
 
-def random_subsets(counts: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
-    """(rows, length) bool with counts[r] positions chosen uniformly at random in row r (CPU)."""
-    ranks = torch.rand(len(counts), length, generator=generator).argsort(1).argsort(1)
-    return ranks < counts[:, None]
+def random_subsets(counts: torch.Tensor, length: int, seeds: list[int]) -> torch.Tensor:
+    """(rows, length) bool with counts[r] positions of row r chosen uniformly at random, from a
+    generator of its own seeded seeds[r] (CPU): a row's subset does not depend on its batch."""
+    keys = torch.stack([torch.rand(length, generator=torch.Generator().manual_seed(seed)) for seed in seeds])
+    return keys.argsort(1).argsort(1) < counts[:, None]
 
 
 @torch.no_grad()
+def bound_terms(
+    model, windows: torch.Tensor, first_row: int, total_rows: int, mask_id: int, base_size: int, draws: int
+) -> torch.Tensor:
+    """The bound's terms (B, draws) for the windows (B, T) on the device, rows first_row.. of the
+    total_rows validation windows: for each row and draw, the mean cross-entropy at its n masked
+    positions. Their mean is the bound in nats per character. No host sync."""
+    rows, length = windows.shape
+    terms = []
+    for draw in range(draws):
+        counts = masked_counts(rows, first_row, total_rows, draw, draws, length)
+        seeds = [BOUND_SEED + (first_row + row) * draws + draw for row in range(rows)]
+        predict_at = random_subsets(counts, length, seeds).flatten().nonzero().squeeze(1).to(windows.device)
+        inputs = windows.clone()
+        inputs.view(-1)[predict_at] = mask_id
+        logits = model(inputs, predict_at=predict_at)[:, :base_size].float()
+        ce = F.cross_entropy(logits, windows.view(-1)[predict_at], reduction="none")
+        per_row = torch.zeros(rows, device=windows.device).index_add_(0, predict_at // length, ce)
+        terms.append(per_row / counts.to(windows.device))
+    return torch.stack(terms, dim=1)
+
+
 def nll_bound(model, windows: list[torch.Tensor], mask_id: int, base_size: int, draws: int) -> torch.Tensor:
-    """The bound in nats per character over the windows (a list of (B, T) device batches): the mean,
-    over every window and draw, of the mean cross-entropy at its n masked positions. A 0-dim device
-    tensor (no host sync)."""
-    total_rows = sum(len(w) for w in windows)
-    total = torch.zeros((), device=windows[0].device)
-    first_row = 0
-    for index, batch in enumerate(windows):
-        rows, length = batch.shape
-        for draw in range(draws):
-            counts = masked_counts(rows, first_row, total_rows, draw, draws, length)
-            generator = torch.Generator().manual_seed(BOUND_SEED + index * draws + draw)
-            predict_at = random_subsets(counts, length, generator).flatten().nonzero().squeeze(1).to(batch.device)
-            inputs = batch.clone()
-            inputs.view(-1)[predict_at] = mask_id
-            logits = model(inputs, predict_at=predict_at)[:, :base_size].float()
-            ce = F.cross_entropy(logits, batch.view(-1)[predict_at], reduction="none")
-            per_row = torch.zeros(rows, device=batch.device).index_add_(0, predict_at // length, ce)
-            total += (per_row / counts.to(batch.device)).sum()
-        first_row += rows
-    return total / (total_rows * draws)
+    """The bound in nats per character over batches of windows ((B, T) device tensors), as a 0-dim
+    device tensor."""
+    total_rows, first_row, terms = sum(len(w) for w in windows), 0, []
+    for batch in windows:
+        terms.append(bound_terms(model, batch, first_row, total_rows, mask_id, base_size, draws))
+        first_row += len(batch)
+    return torch.cat(terms).mean()

@@ -15,7 +15,7 @@ from trainer.batches import TokenWindows
 from trainer.checkpoint import find_checkpoint
 from trainer.curriculum import Curriculum
 from trainer.errors import ConfigError
-from trainer.objectives.base import Batch, ModeConfig, Objective, draw_seed, first_rows, host_values, marks
+from trainer.objectives.base import Batch, ModeConfig, Objective, draw_seed, first_rows, marks
 from trainer.objectives.filler import Fill, Filler
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.vocab import Vocabulary
@@ -109,13 +109,18 @@ class SequenceScoringObjective(Objective):
             for n, (batch, row) in enumerate(first_rows(batches, rows))
         ]
 
-    @torch.no_grad()
-    def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
+    def collect(self, model, batches: list[Batch]) -> dict[str, torch.Tensor]:
+        """Per row: the model's score, the target (the regenerated fraction), the stage."""
+        return {
+            "score": torch.cat([model(b.inputs).float() for b in batches]),
+            "target": torch.cat([b.targets for b in batches]),
+            "stage": torch.cat([b.row_stage for b in batches]),
+        }
+
+    def summarize(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """MSE, MAE, the mean-predictor baseline and Pearson's r overall; MSE, MAE and the mean
         target for every validation stage."""
-        scores = torch.cat([model(b.inputs).float() for b in batches])
-        targets = torch.cat([b.targets for b in batches])
-        stages = torch.cat([b.row_stage for b in batches])
+        scores, targets, stages = values["score"], values["target"], values["stage"]
         errors = scores - targets
         centred_scores, centred_targets = scores - scores.mean(), targets - targets.mean()
         pearson = (centred_scores * centred_targets).sum() / (centred_scores.norm() * centred_targets.norm()).clamp(
@@ -132,4 +137,4 @@ class SequenceScoringObjective(Objective):
             metrics[f"stage_{stage}_loss"] = errors[rows].pow(2).mean()
             metrics[f"stage_{stage}_mae"] = errors[rows].abs().mean()
             metrics[f"stage_{stage}_target_mean"] = targets[rows].mean()
-        return host_values(metrics)
+        return metrics

@@ -27,7 +27,6 @@ from trainer.objectives.base import (
     Objective,
     draw_seed,
     first_rows,
-    host_values,
     marks,
 )
 from trainer.objectives.filler import Fill, Filler
@@ -185,21 +184,24 @@ class TokenClassificationObjective(ClassifierObjective):
             )
         return records
 
-    @torch.no_grad()
-    def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
+    def collect(self, model, batches: list[Batch]) -> dict[str, torch.Tensor]:
+        """Per position: cross-entropy, predicted class, true class."""
         losses, predictions, labels = [], [], []
         for batch in batches:
             logits = model(batch.inputs).float()
             losses.append(F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none"))
             predictions.append(logits.argmax(-1).flatten())
             labels.append(batch.targets.flatten())
-        predicted, actual = torch.cat(predictions) == 1, torch.cat(labels) == 1
+        return {"loss": torch.cat(losses), "predicted": torch.cat(predictions), "label": torch.cat(labels)}
+
+    def summarize(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        predicted, actual = values["predicted"] == 1, values["label"] == 1
         true_pos = (predicted & actual).sum().float()
         precision = true_pos / predicted.sum().clamp(min=1)
         recall = true_pos / actual.sum().clamp(min=1)
         replaced = actual.float().mean()
-        metrics = {
-            "loss": torch.cat(losses).mean(),
+        return {
+            "loss": values["loss"].mean(),
             "accuracy": (predicted == actual).float().mean(),
             "precision": precision,
             "recall": recall,
@@ -207,4 +209,3 @@ class TokenClassificationObjective(ClassifierObjective):
             "majority_baseline": torch.maximum(replaced, 1 - replaced),  # accuracy of always guessing the larger class
             "replaced_fraction": replaced,
         }
-        return host_values(metrics)

@@ -7,7 +7,7 @@ stage exactly.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 import torch
@@ -18,8 +18,8 @@ from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.curriculum import Curriculum
 from trainer.loss import ClassificationLoss, Predictions
-from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective, host_values
-from trainer.objectives.likelihood import nll_bound, originals
+from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective
+from trainer.objectives.likelihood import bound_terms, originals
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
 from trainer.sample.settings import Sampling
 from trainer.vocab import Vocabulary
@@ -53,6 +53,7 @@ class UnmaskingObjective(ClassifierObjective):
     def __init__(self, curriculum: Curriculum, vocab: Vocabulary, loss: ClassificationLoss, bound_draws: int = 1):
         super().__init__(loss)
         self.curriculum, self.vocab, self.bound_draws = curriculum, vocab, bound_draws
+        self.validation_windows = 0  # rows of the validation set: the likelihood bound's strata
 
     def make_batch(
         self, windows: TokenWindows, rows: int, generator: torch.Generator, stage: int = 0, step: int = 0
@@ -64,7 +65,12 @@ class UnmaskingObjective(ClassifierObjective):
         self, windows: TokenWindows, samples: int, batch_size: int, generator: torch.Generator
     ) -> list[Batch]:
         chunks = validation_rows(self.curriculum.validation, samples, windows, self.vocab, generator, batch_size)
-        return [self._assemble(chunk) for chunk in chunks]
+        batches, first_row = [], 0
+        for chunk in chunks:
+            batches.append(replace(self._assemble(chunk), first_row=first_row))
+            first_row += len(chunk.tokens)
+        self.validation_windows = first_row
+        return batches
 
     @staticmethod
     def _assemble(rows: MaskedRows) -> Batch:
@@ -90,11 +96,45 @@ class UnmaskingObjective(ClassifierObjective):
     def samples_with_targets(self, batch: Batch) -> int:
         return int(batch.mask.any(1).sum())  # a CPU tensor: no device sync
 
-    @torch.no_grad()
-    def evaluate(self, model, batches: list[Batch]) -> dict[str, float]:
+    def collect(self, model, batches: list[Batch]) -> dict[str, torch.Tensor]:
+        """Per masked token: loss, p(correct), signal-to-noise, top-1 hit, stage. Per row (`row_*`):
+        mask ratio, stage."""
+        parts = []
+        for batch in batches:
+            logits = model(batch.inputs, predict_at=batch.predict_at).float()
+            probs = logits.softmax(-1)
+            p_true = probs.gather(1, batch.targets[:, None]).squeeze(1)
+            p_wrong = probs.scatter(1, batch.targets[:, None], 0.0).amax(1)
+            parts.append(
+                {
+                    "loss": F.cross_entropy(logits, batch.targets, reduction="none"),
+                    "p_correct": p_true,
+                    "snr": (p_true / (p_wrong + 1e-10)).clamp(max=SNR_CLAMP),
+                    "correct": (logits.argmax(-1) == batch.targets).float(),
+                    "stage": batch.row_stage[batch.predict_at // batch.inputs.size(1)],
+                    "row_ratio": batch.mask.float().mean(1),
+                    "row_stage": batch.row_stage,
+                    **self._bound_terms(model, batch),
+                }
+            )
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+    def _bound_terms(self, model, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per row (`row_bound`, (B, bound_draws)): the likelihood bound's terms for its window."""
+        if not self.bound_draws:
+            return {}
+        windows = originals(batch.inputs, batch.predict_at, batch.targets)
+        terms = bound_terms(
+            model, windows, batch.first_row, self.validation_windows, self.vocab.mask_id, self.vocab.base_size,
+            self.bound_draws,
+        )
+        return {"row_bound": terms}
+
+    def summarize(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Overall metrics (token-weighted), the same metrics for every validation stage, and the
-        likelihood bound on the validation windows (nats and bits per character)."""
-        per_token, per_row = self._collect(model, batches)
+        likelihood bound of the validation windows (nats and bits per character)."""
+        per_token = {k: v for k, v in values.items() if not k.startswith("row_")}
+        per_row = {k.removeprefix("row_"): v for k, v in values.items() if k.startswith("row_")}
         metrics = self._summary(per_token, per_row)
         for stage in range(len(self.curriculum.validation)):
             in_stage = self._summary(
@@ -102,35 +142,10 @@ class UnmaskingObjective(ClassifierObjective):
                 {k: v[per_row["stage"] == stage] for k, v in per_row.items()},
             )
             metrics.update({f"stage_{stage}_{name}": value for name, value in in_stage.items()})
-        if self.bound_draws:
-            windows = [originals(b.inputs, b.predict_at, b.targets) for b in batches]
-            metrics["nll_bound"] = nll_bound(model, windows, self.vocab.mask_id, self.vocab.base_size, self.bound_draws)
+        if "bound" in per_row:
+            metrics["nll_bound"] = per_row["bound"].mean()  # over every window and draw
             metrics["bpc_bound"] = metrics["nll_bound"] / math.log(2)
-        return host_values(metrics)
-
-    def _collect(self, model, batches: list[Batch]) -> tuple[dict, dict]:
-        """Per masked token: loss, p(correct), signal-to-noise, top-1 hit, stage. Per row: ratio, stage."""
-        token_parts, row_parts = [], []
-        for batch in batches:
-            logits = model(batch.inputs, predict_at=batch.predict_at).float()
-            probs = logits.softmax(-1)
-            p_true = probs.gather(1, batch.targets[:, None]).squeeze(1)
-            p_wrong = probs.scatter(1, batch.targets[:, None], 0.0).amax(1)
-            token_parts.append(
-                {
-                    "loss": F.cross_entropy(logits, batch.targets, reduction="none"),
-                    "p_correct": p_true,
-                    "snr": (p_true / (p_wrong + 1e-10)).clamp(max=SNR_CLAMP),
-                    "correct": (logits.argmax(-1) == batch.targets).float(),
-                    "stage": batch.row_stage[batch.predict_at // batch.inputs.size(1)],
-                }
-            )
-            row_parts.append({"ratio": batch.mask.float().mean(1), "stage": batch.row_stage})
-
-        def concat(parts):
-            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-        return concat(token_parts), concat(row_parts)
+        return metrics
 
     def _summary(self, per_token: dict, per_row: dict) -> dict[str, torch.Tensor]:
         p_correct = per_token["p_correct"].mean()
