@@ -32,7 +32,7 @@ from trainer.contract import check
 from trainer.corpus import PreparedCorpus, load_text, prepare
 from trainer.distributed import ONE_PROCESS, Distributed
 from trainer.errors import CheckpointError, DataError
-from trainer.loop import Data, Trainer
+from trainer.loop import Trainer
 from trainer.objectives import Filler, Objective
 from trainer.recovery import Recovery
 from trainer.reporting import StepReporter
@@ -40,6 +40,7 @@ from trainer.resume import reconcile, resume_point
 from trainer.sample.during_training import SampleLog, make_sampler
 from trainer.snapshot import write_snapshot
 from trainer.state import TrainState
+from trainer.step import Data
 from trainer.transfer import Transfer, TransferKind
 from trainer.vocab import Vocabulary
 

@@ -34,9 +34,10 @@ from trainer.config import register_schemas
 from trainer.distributed import ONE_PROCESS, Distributed, rank_from_env
 from trainer.errors import ConfigError, UserError
 from trainer.hydra_errors import one_line
-from trainer.loop import EVALUATIONS, StopRequested
+from trainer.loop import EVALUATIONS
 from trainer.preflight import CONF_DIR, preflight
 from trainer.signals import EXIT_INTERRUPTED, STOP_SIGNALS, exit_code, stopped_before_training
+from trainer.step import StopRequested
 from trainer.summary import describe, run_summary, write_summary
 
 EXIT_BAD_INPUT = 2

@@ -125,7 +125,12 @@ class UnmaskingObjective(ClassifierObjective):
             return {}
         windows = originals(batch.inputs, batch.predict_at, batch.targets)
         terms = bound_terms(
-            model, windows, batch.first_row, self.validation_windows, self.vocab.mask_id, self.vocab.base_size,
+            model,
+            windows,
+            batch.first_row,
+            self.validation_windows,
+            self.vocab.mask_id,
+            self.vocab.base_size,
             self.bound_draws,
         )
         return {"row_bound": terms}
