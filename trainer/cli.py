@@ -9,6 +9,7 @@ intermixed parsing, then handed to Hydra's own runner).
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import sys
@@ -194,9 +195,10 @@ def main() -> None:
 
 def job_without_result(err: Exception) -> None:
     """A job submitit ran that ended without a result (stopped by SIGTERM or scancel, killed, out of
-    memory): one line, and the sweep continues with resume=auto."""
-    first = str(err).splitlines()[0] if str(err) else type(err).__name__
-    print(f"error: {first} (see its logs in .submitit/); continue the sweep with resume=auto", file=sys.stderr)
+    memory): one line naming its logs, and the sweep continues with resume=auto."""
+    result = re.search(r"with path (\S+)", str(err))
+    logs = f"its logs are in {Path(result.group(1)).parent}" if result else "its logs are in .submitit/"
+    print(f"error: a job of the sweep ended without a result ({logs}); continue it with resume=auto", file=sys.stderr)
     sys.exit(EXIT_JOB_LOST)
 
 
