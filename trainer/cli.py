@@ -88,14 +88,8 @@ def train(cfg: DictConfig) -> float | None:
     # A log file has no terminal width: give tables room instead of rich's default of 80 columns.
     console = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
     try:
-        done = finished_run(cfg, run_dir)
-        if done is not None:  # resume=auto of a finished run (a re-launched sweep): nothing to do
-            console.print(
-                f"already done: {run_dir} ({done['step']} steps, best val loss "
-                f"{done['best_val_loss']:.4f} at step {done['best_step']}); nothing to train",
-                highlight=False,
-            )
-            return done["best_val_loss"]
+        if (done := already_done(cfg, run_dir, console)) is not None:
+            return done["best_val_loss"]  # what Optuna would have got from the run
         trainer = build_trainer(cfg, run_dir, console, hydra_cfg.overrides.task)
     except UserError as err:
         _remove_if_empty(_created_by_this_run or run_dir)
@@ -123,6 +117,19 @@ def train(cfg: DictConfig) -> float | None:
         hand_over_to_submitit(trainer.stop_signal)
         sys.exit(code)
     return trainer.state.best_val_loss
+
+
+def already_done(cfg: DictConfig, run_dir: Path, console: Console) -> dict | None:
+    """resume=auto of a finished run (a job of a re-launched sweep): one line, nothing written; the
+    run's summary. None when there is something to train."""
+    done = finished_run(cfg, run_dir)
+    if done is not None:
+        console.print(
+            f"already done: {run_dir} ({done['step']} steps, best val loss "
+            f"{done['best_val_loss']:.4f} at step {done['best_step']}); nothing to train",
+            highlight=False,
+        )
+    return done
 
 
 def fit(trainer) -> tuple[str, int | None]:
