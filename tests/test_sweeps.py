@@ -17,7 +17,9 @@ from trainer.plugins import missing_plugin
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="the sweeps extra: pip install -e '.[sweeps]'")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the sweeps extra: pip install -e '.[sweeps]'")
-pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the sweeps extra: pip install -e '.[sweeps]'")
+# optuna's first import logs through alembic: here, before another test's in-process run leaves a
+# logging handler on a stream pytest has closed
+pytest.importorskip("hydra_plugins.hydra_optuna_sweeper._impl", reason="the sweeps extra: pip install -e '.[sweeps]'")
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 SUBMITIT = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
