@@ -3,6 +3,8 @@
 VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# the tests also run the launcher and sweeper plugins (the `sweeps` extra); `make train` does without
+TEST_STAMP := $(VENV)/.installed-sweeps
 
 .PHONY: setup train test format bench clean
 
@@ -14,11 +16,15 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(PYTHON) -m pip install --quiet -e '.[dev,sweeps]'
+	touch $(TEST_STAMP)
+
 train: setup
 	$(PYTHON) -m trainer $(ARGS)
 
 # House style first: formatting and lint (ruff, configured in pyproject.toml), then the tests.
-test: setup
+test: $(TEST_STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest $(ARGS)

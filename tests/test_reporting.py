@@ -92,7 +92,8 @@ def test_a_sweep_ends_with_a_table_of_its_jobs_each_once(tmp_path, corpus_file):
     longer = run_cli("-m", *args, "resume=auto", "max_iters=6", cwd=tmp_path)
     assert longer.returncode == 0, longer.stderr
     rows = sweep_rows(sweep)
-    assert [(r["job"], r["status"], r["step"]) for r in rows] == [("0", "done", "6"), ("1", "done", "6")]
+    # continued from their checkpoints at step 4 and finished by this launch
+    assert [(r["job"], r["status"], r["step"]) for r in rows] == [("0", "resumed", "6"), ("1", "resumed", "6")]
     assert "optim.lr=0.001" in rows[0]["overrides"] and "optim.lr=0.002" in rows[1]["overrides"]
     assert "sweep_summary.csv" in longer.stdout
 

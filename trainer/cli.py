@@ -13,6 +13,7 @@ folder rank 0 decided is everyone's, and only rank 0 writes and prints.
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import sys
@@ -36,13 +37,15 @@ from trainer.errors import ConfigError, UserError
 from trainer.hydra_errors import one_line
 from trainer.loop import EVALUATIONS
 from trainer.preflight import CONF_DIR, preflight
-from trainer.signals import EXIT_INTERRUPTED, STOP_SIGNALS, exit_code, stopped_before_training
+from trainer.resume import finished_run
+from trainer.signals import EXIT_INTERRUPTED, STOP_SIGNALS, exit_code, stopped_before_training, submitit_requeue
 from trainer.step import StopRequested
 from trainer.summary import describe, run_summary, write_summary
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_WRITE_FAILED = 74  # EX_IOERR: the run folder could not be written (disk full, permission)
+EXIT_JOB_LOST = 1  # a job run by submitit ended without a result (stopped, killed)
 LOG_WIDTH = 160
 
 
@@ -63,6 +66,9 @@ _dist = ONE_PROCESS
 # A stop signal that came before training started. The handler only notes it: raising from a
 # handler could land inside an import or a file write; the command checks it at safe points.
 _startup_signal: int | None = None
+# In a job submitit runs: its signal and the handler that requeues the job, called once the trainer
+# has stopped on that signal (a SIGTERM, which may be scancel, is not handed over).
+_requeue = None
 
 
 def stop_at_startup(signal_number, frame) -> None:
@@ -81,15 +87,18 @@ def check_startup_signal() -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Hydra's task function: build the Trainer for the composed config and train."""
-    global _job_folder
+    global _job_folder, _requeue
     hydra_cfg = HydraConfig.get()
     run_dir = shared_run_folder(Path(hydra_cfg.runtime.output_dir))
+    _requeue = submitit_requeue()  # before the trainer's handlers replace submitit's
     for signal_number in STOP_SIGNALS:  # not the handlers of the previous job of a sweep
         signal.signal(signal_number, stop_at_startup)
     _job_folder = run_dir if _dist.is_main and not any(run_dir.iterdir()) else None
     check_startup_signal()
     console = make_console()
     try:
+        if (done := already_done(cfg, run_dir, console)) is not None:
+            return done["best_val_loss"]  # what Optuna would have got from the run
         trainer = build_trainer(cfg, run_dir, console, hydra_cfg.overrides.task, _dist)
     except UserError as err:
         if _dist.is_main:
@@ -110,6 +119,7 @@ def train(cfg: DictConfig) -> float | None:
         _diverged_jobs.append(run_dir)  # the other jobs of the sweep still run
         return None
     if code is not None:
+        hand_over_to_submitit(trainer.stop_signal)
         sys.exit(code)
     return trainer.state.best_val_loss
 
@@ -150,6 +160,19 @@ def say(message: str) -> None:
         print(message, file=sys.stderr)
 
 
+def already_done(cfg: DictConfig, run_dir: Path, console: Console) -> dict | None:
+    """resume=auto of a finished run (a job of a re-launched sweep): one line, nothing written; the
+    run's summary. None when there is something to train."""
+    done = finished_run(cfg, run_dir)
+    if done is not None:
+        console.print(
+            f"already done: {run_dir} ({done['step']} steps, best val loss "
+            f"{done['best_val_loss']:.4f} at step {done['best_step']}); nothing to train",
+            highlight=False,
+        )
+    return done
+
+
 def fit(trainer) -> tuple[str, int | None]:
     """Train; returns the run's status and the exit code it ends with (None: success). Each way of
     ending early prints one line on stderr."""
@@ -169,8 +192,14 @@ def fit(trainer) -> tuple[str, int | None]:
     return "done", None
 
 
+def hand_over_to_submitit(signal_number: int | None) -> None:
+    """After a stop by submitit's signal, in a job it runs: let it requeue the job (it exits)."""
+    if _requeue is not None and signal_number == _requeue[0]:
+        _requeue[1](signal_number, None)
+
+
 def stop_on_signals(trainer) -> None:
-    """SIGTERM, SIGUSR1 (SLURM's warning before the end of a job) and SIGINT finish the current step,
+    """SIGTERM, SIGUSR1 and SIGUSR2 (SLURM's warnings before the end of a job) and SIGINT finish the current step,
     write a checkpoint and stop; a second SIGINT stops at once, without a checkpoint."""
 
     def request_stop(signal_number, frame):
@@ -204,12 +233,25 @@ def main() -> None:
         fail(str(err))
     except (HydraException, OmegaConfBaseException) as err:
         fail(one_line(err))
+    except Exception as err:
+        if not type(err).__module__.startswith("submitit."):
+            raise  # a bug: its traceback
+        job_without_result(err)
     finally:
         _dist.stop()
     if _diverged_jobs:
         folders = ", ".join(str(folder) for folder in _diverged_jobs)
         say(f"error: {len(_diverged_jobs)} job(s) of the sweep diverged: {folders}")
         sys.exit(EXIT_DIVERGED)
+
+
+def job_without_result(err: Exception) -> None:
+    """A job submitit ran that ended without a result (stopped by SIGTERM or scancel, killed, out of
+    memory): one line naming its logs, and the sweep continues with resume=auto."""
+    result = re.search(r"with path (\S+)", str(err))
+    logs = f"its logs are in {Path(result.group(1)).parent}" if result else "its logs are in .submitit/"
+    print(f"error: a job of the sweep ended without a result ({logs}); continue it with resume=auto", file=sys.stderr)
+    sys.exit(EXIT_JOB_LOST)
 
 
 def command_line_parser(usage: str = "python -m trainer [hydra flags] [key=value ...]") -> argparse.ArgumentParser:
@@ -230,6 +272,7 @@ def stopped_at_startup(signal_number: int) -> None:
     if _created_by_this_run is not None and _dist.is_main:
         _remove_if_empty(_created_by_this_run)
     say(stopped_before_training(signal_number))
+    hand_over_to_submitit(signal_number)
     sys.exit(exit_code(signal_number))
 
 

@@ -8,6 +8,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from trainer.plugins import missing_plugin
 from trainer.preflight import CONF_DIR
 
 # What OmegaConf says about a value of the wrong type -> what the key allows
@@ -28,6 +29,8 @@ def one_line(err: Exception) -> str:
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
     cause = (str(reason).splitlines()[0] if reason is not None and str(reason) else first).rstrip(".")
     cause = re.sub(r", expected one of \[[^\]]*\]", "", cause)  # the choices go to "allowed"
+    if plugin := missing_plugin(text):  # a launcher or sweeper preset without its plugin
+        return plugin
     if unloadable := re.search(r"Could not load '([^'/]+)/([^']+)'", text):  # an option in a list of options
         group, option = unloadable.groups()
         options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))

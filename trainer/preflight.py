@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from trainer.contract import check, check_writable
 from trainer.errors import ConfigError, UserError
+from trainer.plugins import check_launcher, is_optuna_sweep, optuna_checks
 from trainer.resume import check_resume
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -41,11 +42,11 @@ def preflight(args: argparse.Namespace) -> Path | None:
     key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
     refused = []  # (job number, its run folder, the error) of the jobs whose resume is refused
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="trainer"):
-        jobs = sweep_jobs(args.overrides) if args.multirun else [args.overrides]
-        if not jobs:
-            raise ConfigError("--multirun", "the sweep has no job", "overrides whose sweeps hold at least one value")
+        jobs, searched = planned_jobs(args)
         for number, overrides in enumerate(jobs):
             cfg = compose_job(overrides)
+            if args.multirun:
+                check_launcher(cfg)
             job = copy.deepcopy(cfg)
             with open_dict(job):
                 del job["hydra"]
@@ -53,14 +54,45 @@ def preflight(args: argparse.Namespace) -> Path | None:
             output = OmegaConf.select(cfg, key)
             check_writable(output, key)
             check_writable(run.data.cache_dir, "data.cache_dir")
-            run_dir = job_folder(cfg, number) if args.multirun else Path(output)
+            run_dir = job_folder(cfg, 0 if searched else number) if args.multirun else Path(output)
             check_writable(run_dir, "hydra.sweep.subdir" if args.multirun else key)
-            try:
-                check_resume(run, OmegaConf.to_container(job, resolve=True, enum_to_str=True), run_dir)
-            except UserError as err:
-                refused.append((number, run_dir, err))
+            numbers = [number]
+            if searched:  # an Optuna trial's values are known only when it runs: its folder is checked once
+                numbers = trial_numbers(cfg, run) if number == 0 else []
+            for job_number in numbers:
+                run_dir = job_folder(cfg, job_number) if args.multirun else Path(output)
+                try:
+                    check_resume(run, OmegaConf.to_container(job, resolve=True, enum_to_str=True), run_dir)
+                except UserError as err:
+                    refused.append((job_number, run_dir, err))
     refuse_resumes(refused, args.multirun)
     return first_missing_folder(Path(output))
+
+
+def trial_numbers(cfg: DictConfig, run) -> list[int]:
+    """The job numbers of an Optuna sweep's trials whose folders a fresh sweep (resume=none) must
+    find unused; none for resume=auto, which continues or skips each trial in its own folder."""
+    return list(range(cfg.hydra.sweeper.n_trials)) if run.resume == "none" else []
+
+
+def planned_jobs(args: argparse.Namespace) -> tuple[list[list[str]], bool]:
+    """The overrides of each config to check, and whether they come from an Optuna search space
+    (the base config and each parameter at its bounds) rather than from the jobs of the sweep."""
+    if not args.multirun:
+        return [args.overrides], False
+    parser = OverridesParser.create(GlobalHydra.instance().config_loader())
+    parsed = parser.parse_overrides(args.overrides)
+    plain = [override for override, p in zip(args.overrides, parsed) if not p.is_sweep_override()]
+    try:
+        base = compose_job(plain)
+    except (HydraException, OmegaConfBaseException, UserError):
+        base = None  # a sweep whose jobs compose only with their values: each job's error will tell
+    if base is not None and is_optuna_sweep(base):
+        return optuna_checks(base, plain, args.overrides), True
+    jobs = sweep_jobs(args.overrides)
+    if not jobs:
+        raise ConfigError("--multirun", "the sweep has no job", "overrides whose sweeps hold at least one value")
+    return jobs, False
 
 
 def job_folder(cfg: DictConfig, number: int) -> Path:

@@ -7,11 +7,16 @@ rate decay and of the entropy penalty's ramp, so neither jumps.
 """
 
 import copy
+import json
 from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
 
 from trainer.checkpoint import LINEAGE, CheckpointDirectory, find_checkpoint, load_checkpoint, step_in_name
 from trainer.config import Config
+from trainer.contract import check
 from trainer.errors import ConfigError
+from trainer.summary import SUMMARY
 
 # Keys (and the keys below them) that a resumed run may change without asking.
 FREE_TO_CHANGE = (
@@ -41,6 +46,26 @@ def check_resume(run: Config, record: dict, run_dir: Path) -> None:
     path = resume_point(run, run.checkpoint.build(run_dir))
     if path is not None:
         reconcile(load_checkpoint(path, lazy=True), copy.deepcopy(record), run)
+
+
+def finished_run(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """The summary of the run in `run_dir` when resume=auto finds it finished: summary.json says
+    done at max_iters, and the latest checkpoint is at max_iters with this config (what may change on
+    a resume aside). None when there is something to train or evaluate. Reads the summary and the
+    checkpoint's stored config only; raises ConfigError for a config the checkpoint's refuses."""
+    run = check(cfg)
+    summary_file = run_dir / SUMMARY
+    if run.resume != "auto" or run.eval_only or not summary_file.is_file():
+        return None
+    summary = json.loads(summary_file.read_text())
+    path = run.checkpoint.build(run_dir).latest()
+    if summary.get("status") != "done" or summary.get("step") != run.max_iters or path is None:
+        return None
+    payload = load_checkpoint(path, lazy=True)
+    if payload["state"]["step"] != run.max_iters:
+        return None
+    reconcile(payload, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), run)
+    return summary
 
 
 def resume_point(run: Config, checkpoints: CheckpointDirectory) -> Path | None:

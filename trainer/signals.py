@@ -2,9 +2,12 @@
 point installs its first handlers with it before the rest of the package loads."""
 
 import signal
+import sys
+from collections.abc import Callable
 
-# SIGTERM (a scheduler's stop), SIGUSR1 (SLURM's warning before the end of a job), SIGINT (Ctrl-C)
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+# SIGTERM (a scheduler's stop), SIGUSR1 (SLURM's warning before the end of a job), SIGUSR2 (the one
+# submitit asks SLURM for, hydra/launcher=slurm), SIGINT (Ctrl-C)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 EXIT_TERMINATED = 143  # 128 + SIGTERM; also after SIGUSR1
 
@@ -16,3 +19,18 @@ def exit_code(signal_number: int) -> int:
 def stopped_before_training(signal_number: int) -> str:
     """The one line a stop before training prints."""
     return f"stopped by {signal.Signals(signal_number).name} before training started: nothing was trained or kept"
+
+
+def submitit_requeue() -> tuple[int, Callable] | None:
+    """In a job that submitit runs (hydra/launcher=slurm or slurm_local): its pre-emption signal and
+    submitit's handler of it, which pickles the job again and requeues it (at most max_num_timeout
+    times after a time limit); None elsewhere. The trainer takes the signal over to finish its step and
+    write a checkpoint first, then hands over to it (the requeued job continues with resume=auto)."""
+    environment = sys.modules.get("submitit.core.job_environment")
+    if environment is None:
+        return None
+    signal_number = environment.JobEnvironment._usr_sig()
+    handler = signal.getsignal(signal_number)
+    if not isinstance(getattr(handler, "__self__", None), environment.SignalHandler):
+        return None
+    return signal_number, handler

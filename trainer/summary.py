@@ -23,6 +23,8 @@ def run_summary(trainer, status: str) -> dict:
         "status": status,
         "step": state.step,
         "max_iters": trainer.cfg.max_iters,
+        # the checkpoint this command continued (None: it started fresh); the sweep table says resumed
+        "resumed_from": str(trainer.resumed_from) if trainer.resumed_from is not None else None,
         "best_val_loss": state.best_val_loss,
         "best_step": state.best_step,
         "final": trainer.last_eval,
