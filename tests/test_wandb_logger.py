@@ -86,6 +86,11 @@ def history_rows(records: list) -> list[dict]:
     return rows
 
 
+def is_samples(row: dict) -> bool:
+    """A row of an evaluation's samples table (its keys are `samples/...`)."""
+    return any(key.split("/")[0] == "samples" for key in row)
+
+
 def run_config(records: list) -> dict:
     (run,) = of_type(records, "run")
     return {item.key: json.loads(item.value_json) for item in run.config.update if item.key != "_wandb"}
@@ -150,6 +155,10 @@ def test_every_record_and_the_config_land_in_the_run_and_a_resume_continues_it(
     assert run.display_name == "run" and list(run.tags) == ["test"]
     assert run_config(records) == OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
     jsonl, rows = jsonl_records(run_dir), history_rows(records)
+    # each evaluation's samples are a table row of their own (tests/test_sample.py reads them)
+    sample_rows = [row for row in rows if is_samples(row)]
+    rows = [row for row in rows if not is_samples(row)]
+    assert [row["step"] for row in sample_rows] == [0, 4, 8]
     assert len(rows) == len(jsonl) and all(same(row, record) for row, record in zip(rows, jsonl))
     logged = [row for row in rows if "grad_norm" in row]
     assert [row["step"] for row in logged] == [2, 4, 6, 8]  # one row per log step
@@ -169,7 +178,7 @@ def test_every_record_and_the_config_land_in_the_run_and_a_resume_continues_it(
     (run,) = of_type(records, "run")
     assert run.run_id == run_id and run.resume
     continued = [record for record in jsonl_records(run_dir) if record["step"] > 8]
-    rows = history_rows(records)
+    rows = [row for row in history_rows(records) if not is_samples(row)]
     assert len(rows) == len(continued) and all(same(row, record) for row, record in zip(rows, continued))
     assert [row["step"] for row in rows if "val/loss" in row] == [12]
     checkpoint = torch.load(run_dir / "checkpoints" / "ckpt_0000012.pt", weights_only=True)
