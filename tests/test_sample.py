@@ -8,12 +8,14 @@ from contextlib import nullcontext
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from models import Attention, Head, ModelConfig
 from tests.conftest import assert_rejected, run_in_process, tiny_overrides, train
 from trainer.checkpoint import load_model
 from trainer.errors import ConfigError
 from trainer.objectives.likelihood import masked_counts, nll_bound
+from trainer.preflight import quote_text_values
 from trainer.sample import cli
 from trainer.sample.command import best_or_latest, score
 from trainer.sample.decoding import RowNoise, autoregressive, filtered_logits
@@ -319,14 +321,29 @@ def test_the_ranker_orders_samples_by_its_score(monkeypatch, capsys, tmp_path, c
         (["checkpoint={unmasking}", "top_p=0"], "top_p"),
         (["checkpoint={unmasking}", "out={folder}"], "out"),
         (["-m", "checkpoint={unmasking}", "seed=1,2"], "--multirun"),
+        (["checkpoint={unmasking}", "out={unmasking}"], "out"),  # the checkpoint it reads
+        (["checkpoint={unmasking}", "out={folder}/run/checkpoints/s.jsonl"], "out"),
+        (["checkpoint={unmasking}", "out={folder}/s.pt"], "out"),
+        (["checkpoint={unmasking}", "hydra.run.dir={folder}/x"], "hydra.run.dir"),
+        (["checkpoint={unmasking}", "mode=unmasking"], "mode"),
+        (["checkpoint={no_vocab}"], "checkpoint"),
+        (["checkpoint={language_model}", "length=100001"], "length"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(monkeypatch, capsys, tmp_path, checkpoints, args, key):
-    paths = {**{mode: str(path) for mode, path in checkpoints.items()}, "folder": str(tmp_path)}
-    code, stdout, stderr = sample_command(monkeypatch, capsys, tmp_path, *(a.format(**paths) for a in args))
+    work = tmp_path / "work"
+    (work / "run" / "checkpoints").mkdir(parents=True)
+    no_vocab = torch.load(checkpoints["unmasking"], weights_only=True)
+    del no_vocab["vocab"]
+    torch.save(no_vocab, tmp_path / "no_vocab.pt")
+    paths = {mode: str(path) for mode, path in checkpoints.items()}
+    paths.update(folder=str(work), no_vocab=str(tmp_path / "no_vocab.pt"))
+    before = {path: path.stat().st_mtime_ns for path in checkpoints.values()}
+    code, stdout, stderr = sample_command(monkeypatch, capsys, work, *(a.format(**paths) for a in args))
     result = type("Result", (), {"returncode": code, "stderr": stderr, "stdout": stdout})
     assert_rejected(result, key)
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in work.rglob("*")) == ["checkpoints", "run"]  # nothing written
+    assert {path: path.stat().st_mtime_ns for path in checkpoints.values()} == before
 
 
 def samples_of(run_dir) -> list[dict]:
@@ -385,3 +402,43 @@ def test_wandb_keeps_each_evaluations_samples_as_a_table(tmp_path, corpus_file):
     assert [t["columns"][:4] for t in logged] == [["step", "sample", "seed", "text"]] * 2
     rows = sorted((row[0], row[1], row[3]) for table in logged for row in table["data"])
     assert rows == sorted((s["step"], s["sample"], s["text"]) for s in samples_of(tmp_path))
+
+
+def test_prompts_and_templates_are_taken_as_typed(monkeypatch, capsys, tmp_path, checkpoints):
+    """Hydra's grammar would read 1_2 as the number 12 and a comma as a sweep; \\n is a newline."""
+    out = tmp_path / "typed.jsonl"
+    args = (f"checkpoint={checkpoints['unmasking']}", "prompt=the, ", "template=a\\nd_ c_", f"out={out}", "seed=4")
+    code, _, stderr = sample_command(monkeypatch, capsys, tmp_path, *args)
+    assert code == 0, stderr
+    for record in (json.loads(line) for line in out.read_text().splitlines()):
+        text = record["text"]
+        assert text.startswith("the, a\nd") and text[9] == " " and text[10] == "c" and len(text) == 12
+        assert record["settings"]["length"] == 2  # the positions generated
+
+
+@pytest.mark.parametrize("value", ["1_2", "a, b", "h\u00e9llo", "it's", "end\\", "x\\'y", ""])
+def test_text_values_reach_the_config_as_typed(value):
+    (override,) = quote_text_values([f"prompt={value}"], ("prompt",))
+    assert OverridesParser.create().parse_override(override).value() == value
+
+
+def test_a_tiny_temperature_is_greedy():
+    model = tiny_model(Attention.causal)
+    context = torch.tensor([[VOCAB.chars.index("T")]])
+    noise = lambda: RowNoise(0, 1, torch.device("cpu"))  # noqa: E731
+    cold = autoregressive(model, context, 12, VOCAB.base_size, SamplingConfig(temperature=1e-45), noise())
+    greedy = autoregressive(model, context, 12, VOCAB.base_size, SamplingConfig(top_k=1), noise())
+    assert torch.equal(cold, greedy)
+
+
+def test_a_classifier_shows_at_most_its_validation_rows(monkeypatch, capsys, tmp_path, corpus_file):
+    args = tiny_overrides(corpus_file, "mode=token_classification", "sample.num_samples=17")  # 2 x 8 rows
+    assert_rejected(run_in_process(monkeypatch, capsys, tmp_path, *args), "sample.num_samples", "[0, 16]")
+
+
+def test_a_runs_prompt_is_taken_as_typed(monkeypatch, capsys, tmp_path, corpus_file):
+    args = tiny_overrides(corpus_file, "mode=language_model", "sample.prompt=the, king", "run_name=typed")
+    result = run_in_process(monkeypatch, capsys, tmp_path, *args)
+    assert result.returncode == 0, result.stderr
+    texts = [record["text"] for record in samples_of(tmp_path / "outputs" / "typed")]
+    assert len(texts) == 4 and all(text.startswith("the, king") for text in texts)

@@ -228,18 +228,27 @@ def load_model(path: str | Path, key: str, modes: tuple[str, ...], allowed: str,
     """The model of the checkpoint at `path` in eval mode, with its payload; CheckpointError when the
     checkpoint is not of one of `modes` (a scorer where a generator is needed, say)."""
     payload = load_checkpoint(path, key=key)
-    mode = payload["config"]["mode"]["name"]
+    file = find_checkpoint(path, key)
+    try:
+        mode = payload["config"]["mode"]["name"]
+        Vocabulary.from_dict(payload["vocab"]), payload["state"]["step"]  # what the callers read
+    except (KeyError, TypeError):
+        raise CheckpointError(key, f"{file} lacks a run's config, vocabulary or state", allowed) from None
     if mode not in modes:
-        raise CheckpointError(key, f"{find_checkpoint(path, key)} is a checkpoint of a {mode} run", allowed)
-    model = GPT(GPTConfig(**payload["architecture"]))
-    model.load_state_dict(payload["model"])
+        raise CheckpointError(key, f"{file} is a checkpoint of a {mode} run", allowed)
+    try:
+        model = GPT(GPTConfig(**payload["architecture"]))
+        model.load_state_dict(payload["model"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(key, f"{file}: its model cannot be built ({problem})", allowed) from None
     return model.to(device).eval().requires_grad_(False), payload
 
 
-def check_vocabulary(payload: dict, vocab: Vocabulary, key: str, allowed: str) -> None:
+def check_vocabulary(payload: dict, vocab: Vocabulary, key: str, allowed: str, other: str = "this corpus") -> None:
     """A checkpoint's ids mean characters of its own corpus: refuse one trained on another text."""
     if Vocabulary.from_dict(payload["vocab"]) != vocab:
-        raise CheckpointError(key, "it was trained on another vocabulary than this corpus", allowed)
+        raise CheckpointError(key, f"it was trained on another vocabulary than {other}", allowed)
 
 
 def architecture_mismatch(saved: dict, configured: dict) -> list[str]:

@@ -36,12 +36,13 @@ from trainer.distributed import ONE_PROCESS, Distributed, rank_from_env
 from trainer.errors import ConfigError, UserError
 from trainer.hydra_errors import one_line
 from trainer.loop import EVALUATIONS
-from trainer.preflight import CONF_DIR, preflight
+from trainer.preflight import CONF_DIR, preflight, quote_text_values
 from trainer.resume import finished_run
 from trainer.signals import EXIT_INTERRUPTED, STOP_SIGNALS, exit_code, stopped_before_training, submitit_requeue
 from trainer.step import StopRequested
 from trainer.summary import describe, run_summary, write_summary
 
+TEXT_KEYS = ("sample.prompt", "sample.template")  # taken as typed (see quote_text_values)
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_WRITE_FAILED = 74  # EX_IOERR: the run folder could not be written (disk full, permission)
@@ -223,6 +224,8 @@ def main() -> None:
     global _created_by_this_run, _dist
     try:
         args = parser.parse_intermixed_args(sys.argv[1:])
+        if not args.multirun:  # in a sweep, a comma separates the prompts to sweep over
+            args.overrides = quote_text_values(args.overrides, TEXT_KEYS)
         _created_by_this_run = preflight(args)
         check_startup_signal()
         _dist = Distributed.start()  # torchrun's processes meet here, each having checked the config

@@ -167,6 +167,14 @@ class Config:
                 )
 
     def _check_sample(self) -> None:
+        rows = self.eval_iters * self.batch_size  # the validation rows a classifier shows
+        if self.mode.sampling is None and self.sample.num_samples > rows:
+            raise ConfigError(
+                "sample.num_samples",
+                f"{self.sample.num_samples}, and {self.mode.name} shows its predictions on the "
+                f"{rows} validation rows (eval_iters x batch_size)",
+                f"an integer in [0, {rows}]",
+            )
         unread = self.sample.unread(self.mode.sampling)
         if unread:
             raise ConfigError(

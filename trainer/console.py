@@ -20,6 +20,7 @@ from trainer.summary import describe, run_summary
 from trainer.timing import PHASES, shares
 from trainer.transfer import parameter_summary
 
+RETURN = "\u21b5"  # a newline in a marked text
 STAGE_KEY = re.compile(r"^val/stage_(\d+)_(\w+)$")
 
 
@@ -127,11 +128,11 @@ class ConsoleLogger(Callback):
 def sample_lines(record: dict) -> str:
     """A sample as console lines: its text, and what a mode adds (marks under the text, a score)."""
     label = f"seed {record['seed']}" if "seed" in record else f"row {record['sample']}"
-    lines = [f"[{label}] {record['text']}"]
+    marked = {key: value for key, value in record.items() if key in ("replaced", "predicted", "filled")}
+    # under marks, a newline shows as one character (a return arrow), so the marks stay in place
+    text = record["text"].replace("\n", RETURN) if marked else record["text"]
     indent = " " * (len(label) + 3)
-    lines += [
-        f"{indent}{value}  <- {key}" for key, value in record.items() if key in ("replaced", "predicted", "filled")
-    ]
+    lines = [f"[{label}] {text}", *(f"{indent}{value}  <- {key}" for key, value in marked.items())]
     numbers = [f"{key} {value:.3f}" for key, value in record.items() if key in ("regenerated", "score")]
     if numbers:
         lines.append(f"{indent}{', '.join(numbers)}")

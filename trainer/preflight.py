@@ -7,6 +7,7 @@ rejected command leaves nothing behind.
 
 import argparse
 import copy
+import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -135,6 +136,23 @@ def refuse_group_misuse(overrides: list[str]) -> None:
             raise ConfigError(group, "null is not an option", options)
         if value.strip().startswith("[") and group not in LIST_GROUPS:
             raise ConfigError(group, f"{value} lists several options, and {group} takes one option", options)
+
+
+def quote_text_values(overrides: list[str], keys: tuple[str, ...]) -> list[str]:
+    """`key=value` of a text key (a prompt, a template) keeps the text as typed: the value is quoted
+    for Hydra's override grammar, which would read `1_2` as the number 12, `a, b` as a sweep, and
+    refuse `é`. A value already in quotes, or null, is left as it is."""
+    return [_quoted(override) if override.split("=", 1)[0].lstrip("+") in keys else override for override in overrides]
+
+
+def _quoted(override: str) -> str:
+    key, _, value = override.partition("=")
+    if value[:1] in ("'", '"') or value == "null":
+        return override
+    # within quotes, Hydra reads \' as a quote and \\ before a quote (or the closing one) as a backslash
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"{key}='{escaped}'"
 
 
 def first_missing_folder(path: Path) -> Path | None:

@@ -22,7 +22,7 @@ from trainer.cli import EXIT_BAD_INPUT, command_line_parser
 from trainer.contract import check
 from trainer.errors import ConfigError, UserError
 from trainer.hydra_errors import one_line
-from trainer.preflight import CONF_DIR
+from trainer.preflight import CONF_DIR, quote_text_values
 from trainer.sample.command import SampleCommand, draw_samples, prepare, write_records
 from trainer.signals import EXIT_INTERRUPTED
 
@@ -47,7 +47,7 @@ def sample(cfg: DictConfig) -> None:
         console.print(record["text"], markup=False, soft_wrap=True)
     if command.out is not None:
         write_records(records, command.out)
-        console.print(f"wrote {len(records)} samples to {escape(command.out)}", soft_wrap=True)
+        console.print(f"wrote {count} to {escape(command.out)}", soft_wrap=True)
 
 
 def main() -> None:
@@ -60,6 +60,7 @@ def main() -> None:
         if args.multirun:
             raise ConfigError("--multirun", "samples are drawn by one command", "one command per setting")
         refuse_unknown_keys(args.overrides)
+        args.overrides = quote_text_values(args.overrides, ("prompt", "template"))
         _run_hydra(args=args, args_parser=parser, task_function=sample, config_path=CONF_DIR, config_name="sample")
     except UserError as err:
         fail(str(err))
@@ -71,12 +72,12 @@ def main() -> None:
 
 
 def refuse_unknown_keys(overrides: list[str]) -> None:
-    """A key the command does not have (a typo, or a trainer key such as mode=...), named with the
-    keys it has, before Hydra composes anything."""
+    """A key the command does not have (a typo, a trainer key such as mode=..., a hydra.* key: the
+    command has no run folder), named with the keys it has, before Hydra composes anything."""
     keys = [f.name for f in fields(SampleCommand)]
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key.split(".")[0] not in (*keys, "hydra"):
+        if key.split(".")[0] not in keys:
             raise ConfigError(key, "no such key of python -m trainer.sample", ", ".join(keys))
 
 

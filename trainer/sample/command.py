@@ -52,7 +52,7 @@ class SampleCommand(SamplingConfig):
                 "remasking=low_confidence",
             )
         if self.out is not None:
-            check_out(self.out)
+            check_out(self.out, [p for p in (self.checkpoint, self.judge, self.ranker) if p is not None])
 
 
 def best_or_latest(path: str, key: str) -> Path:
@@ -61,13 +61,20 @@ def best_or_latest(path: str, key: str) -> Path:
     return best if best.is_file() else find_checkpoint(path, key)
 
 
-def check_out(value: str) -> None:
+def check_out(value: str, read: list[str]) -> None:
+    """`out` must be a new or replaceable file in a writable folder, and never a file the command
+    reads or a file of a run folder (a checkpoint, a run's metrics or samples)."""
     out = Path(value).expanduser()
     parent = out.parent
+    allowed = "a .jsonl file outside run folders, e.g. samples.jsonl"
     if out.is_dir():
-        raise ConfigError("out", f"{out} is a folder", "a file path, e.g. samples.jsonl")
+        raise ConfigError("out", f"{out} is a folder", allowed)
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError("out", f"the folder {str(parent)!r} does not exist or is not writable", "a writable folder")
+    if any(out.resolve() == Path(path).resolve() for path in read) or out.suffix == ".pt":
+        raise ConfigError("out", f"{out} would overwrite a checkpoint", allowed)
+    if parent.resolve().name == "checkpoints" or (out.exists() and (parent / "checkpoints").is_dir()):
+        raise ConfigError("out", f"{out} would overwrite a file of the run folder {parent}", allowed)
 
 
 @dataclass
@@ -93,7 +100,9 @@ def prepare(command: SampleCommand) -> Prepared:
     sampling = MODES[mode].sampling
     unread = command.unread(sampling)
     if unread:
-        raise ConfigError(unread[0], f"is not read when sampling a {mode} model", "the default, or an unmasking model")
+        raise ConfigError(
+            unread[0], f"is not read when sampling a {mode} checkpoint", "its default, or an unmasking checkpoint"
+        )
     if command.judge is not None and sampling != Sampling.unmasking:
         raise ConfigError(
             "judge", f"chooses what iterative unmasking remasks; {mode} models sample left to right", "null"
@@ -108,7 +117,7 @@ def prepare(command: SampleCommand) -> Prepared:
 def load_judge(path: str, vocab: Vocabulary, length: int, device) -> Judge:
     """P(replaced) per position (B, L) from a token classifier of the same vocabulary."""
     model, payload = load_model(path, "judge", ("token_classification",), "a token_classification checkpoint", device)
-    check_vocabulary(payload, vocab, "judge", "a token classifier trained on the generator's text")
+    check_vocabulary(payload, vocab, "judge", "a token classifier trained on the generator's text", "the generator")
     fits(model, length, "judge")
     return lambda ids: model(ids).float().softmax(-1)[..., 1]
 
@@ -117,7 +126,7 @@ def load_ranker(path: str | None, vocab: Vocabulary, length: int, device) -> tor
     if path is None:
         return None
     model, payload = load_model(path, "ranker", ("sequence_scoring",), "a sequence_scoring checkpoint", device)
-    check_vocabulary(payload, vocab, "ranker", "a sequence scorer trained on the generator's text")
+    check_vocabulary(payload, vocab, "ranker", "a sequence scorer trained on the generator's text", "the generator")
     fits(model, length + 1, "ranker")  # its input starts with [CLS]
     return model
 
@@ -136,6 +145,7 @@ def draw_samples(command: SampleCommand, prepared: Prepared) -> list[dict]:
     seed = command.seed if command.seed is not None else secrets.randbelow(2**31)
     ids = generate(prepared.model, prepared.vocab, command, prepared.plan, seed, prepared.autocast, prepared.judge)
     settings = command.describe(k for k in MODES[prepared.mode].sample_keys() if k not in ("num_samples", "seed"))
+    settings["length"] = prepared.plan.length  # as drawn: characters generated per sample
     records = [
         {
             "sample": i,

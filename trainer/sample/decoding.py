@@ -26,7 +26,9 @@ def filtered_logits(logits: torch.Tensor, base_size: int, settings: SamplingConf
     """(..., V) logits -> (..., M) float32 logits over the base ids, divided by the temperature, with
     -inf outside the top-k and the top-p (nucleus, Holtzman et al. 2020) sets; the most likely id
     always stays."""
-    logits = logits[..., :base_size].float() / settings.temperature
+    logits = logits[..., :base_size].float()
+    # from the largest logit down: a tiny temperature sends the others to -inf, never the top to inf
+    logits = (logits - logits.amax(-1, keepdim=True)) / settings.temperature
     if settings.top_k is not None and settings.top_k < base_size:
         kth = logits.topk(settings.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

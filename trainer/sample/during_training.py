@@ -36,6 +36,7 @@ def make_sampler(run, vocab: Vocabulary, objective, autocast: AbstractContextMan
     unmasking = run.mode.sampling == Sampling.unmasking
     plan = canvas(settings, vocab, run.block_size, unmasking, prefix="sample.")
     shown = settings.describe(k for k in run.mode.sample_keys() if k not in ("num_samples", "seed"))
+    shown["length"] = plan.length  # as drawn: characters generated per sample
     seed = settings.seed if settings.seed is not None else run.seed  # fixed: the same at every evaluation
 
     def sampler(model: torch.nn.Module, validation_set: list) -> list[dict]:

@@ -35,12 +35,13 @@ class Canvas:
 def canvas(settings: SamplingConfig, vocab: Vocabulary, block_size: int, unmasking: bool, prefix: str = "") -> Canvas:
     """The canvas of `settings` for a model of `block_size`; ConfigError (keys under `prefix`) when
     the prompt or template holds an unknown character or does not fit."""
-    prompt = encode(settings.prompt, vocab, prefix + "prompt")
+    prompt = encode(typed(settings.prompt), vocab, prefix + "prompt")
     if not unmasking:
         return _autoregressive_canvas(settings, vocab, block_size, prompt, prefix)
     if settings.template is not None:
-        holes = torch.tensor([ch == "_" for ch in settings.template])
-        text = encode(settings.template.replace("_", vocab.chars[0]), vocab, prefix + "template")
+        template = typed(settings.template)
+        holes = torch.tensor([ch == "_" for ch in template])
+        text = encode(template.replace("_", vocab.chars[0]), vocab, prefix + "template")
         ids, generate = torch.cat([prompt, text]), torch.cat([torch.zeros(len(prompt), dtype=torch.bool), holes])
     else:
         length = settings.length if settings.length is not None else block_size - len(prompt)
@@ -64,12 +65,20 @@ def _autoregressive_canvas(
     shown_from = 0
     if len(prompt) == 0:
         if START not in vocab.chars:
-            raise ConfigError(prefix + "prompt", "empty, and the vocabulary has no newline to start from", "a prompt")
+            off = f", or {prefix}num_samples=0" if prefix else ""
+            raise ConfigError(
+                prefix + "prompt", "empty, and the vocabulary has no newline to start from", f"a prompt{off}"
+            )
         prompt, shown_from = encode(START, vocab, prefix + "prompt"), 1
     length = settings.length if settings.length is not None else block_size - len(prompt) + shown_from
     if length < 1:
         raise ConfigError(prefix + "length", f"null, and the prompt fills the block of {block_size}", "an integer >= 1")
     return Canvas(prompt, None, length, shown_from)
+
+
+def typed(text: str) -> str:
+    """A prompt or template as meant: `\\n` (backslash, n) stands for a newline."""
+    return text.replace("\\n", "\n")
 
 
 def encode(text: str, vocab: Vocabulary, key: str) -> torch.Tensor:

@@ -15,6 +15,7 @@ from annotated_types import Ge, Gt, Interval
 from trainer.errors import RelativeConfigError
 
 MAX_SAMPLES = 1024
+MAX_LENGTH = 100_000  # characters of one sample (a language model draws them one forward each)
 
 
 class Remasking(str, Enum):
@@ -38,7 +39,8 @@ class Schedule(str, Enum):
 @dataclass
 class SamplingConfig:
     num_samples: Annotated[int, Interval(ge=0, le=MAX_SAMPLES)] = 2  # 0: no samples
-    length: Annotated[int, Ge(1)] | None = None  # characters generated; null: the block size minus the prompt
+    # characters generated; null: the block size minus the prompt
+    length: Annotated[int, Interval(ge=1, le=MAX_LENGTH)] | None = None
     # sample i is drawn from seed + i; null: the run's seed (python -m trainer.sample: a random one)
     seed: Annotated[int, Interval(ge=0, le=2**62)] | None = 0
     temperature: Annotated[float, Gt(0)] = 1.0
