@@ -228,3 +228,41 @@ def test_submitit_requeues_a_job_stopped_by_its_signal_and_it_resumes(tmp_path, 
     step = int(log.split("stopped by SIGUSR2: ")[1].split(" ")[0])
     assert f"resumed from {sweep / '0' / 'checkpoints' / f'ckpt_{step:07d}.pt'} at step {step}" in log
     assert [(row["status"], row["step"]) for row in sweep_rows(sweep)] == [("resumed", "300")]
+
+
+@pytest.mark.parametrize(
+    "extra,says",
+    [
+        (["masking=sticky", "hydra/launcher=parallel", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs: 0"),
+        (["experiment=optuna_unmasking_cpu", "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials: 0"),
+        (["masking=sticky", "hydra/launcher=slurm", "resume=auto"], "hydra/launcher: SLURM's srun"),
+        (["masking=sticky", "hydra/launcher=slurm_local", "hydra.launcher.timeout_min=0"], "timeout_min: 0"),
+        # the search space on the command line alone (no hydra.sweeper.params)
+        (["masking=sticky", "hydra/sweeper=optuna_tpe", "optim.lr=interval(-0.1, 0.1)"], "optim.lr: -0.1"),
+    ],
+)
+def test_a_launcher_or_sweeper_setting_the_plugin_would_refuse_is_one_line(
+    tmp_path, corpus_file, monkeypatch, capsys, extra, says
+):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun here
+    args = tiny_sweep(corpus_file, tmp_path / "sweep", *extra, "optim.warmup_iters=0,1")
+    assert_rejected(run_in_process(monkeypatch, capsys, tmp_path, *args), says)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_restart_without_a_checkpoint_keeps_the_config_of_the_run_it_replaces(
+    tmp_path, corpus_file, monkeypatch, capsys
+):
+    """A job that failed before its first checkpoint starts again with resume=auto, but not under
+    other values: a re-launched sweep whose job numbers changed meaning would overwrite its record."""
+    args = ["data=text", f"data.path={corpus_file}", "debug=smoke", "logger=[console,jsonl]", "masking=sticky"]
+    args += ["run_name=job", "max_iters=2", "eval_interval=2"]
+    assert run_in_process(monkeypatch, capsys, tmp_path, *args).returncode == 0
+    run_dir = tmp_path / "outputs" / "job"
+    for checkpoint in (run_dir / "checkpoints").iterdir():
+        checkpoint.unlink()  # as if it had diverged at its first step
+    before = files_of(run_dir)
+    result = run_in_process(monkeypatch, capsys, tmp_path, *args, "resume=auto", "optim.lr=2e-3")
+    assert_rejected(result, "holds a run without a checkpoint whose config differs", "optim.lr: 0.001 -> 0.002")
+    assert files_of(run_dir) == before
+    assert run_in_process(monkeypatch, capsys, tmp_path, *args, "resume=auto").returncode == 0  # same values

@@ -9,6 +9,7 @@ the plugin's own parser of `hydra.sweeper.params` and the command line's sweep o
 
 import importlib
 import re
+import shutil
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -55,14 +56,35 @@ def is_optuna_sweep(cfg: DictConfig) -> bool:
 
 
 def check_launcher(cfg: DictConfig) -> None:
-    """On SLURM a pre-empted or timed-out job is requeued and runs the same command again in its
-    folder: only resume=auto continues it there (a fresh run would be refused)."""
-    if OmegaConf.select(cfg, "hydra.launcher._target_") == SLURM_LAUNCHER and cfg.resume != "auto":
+    """The launcher's and the sweeper's settings the plugins would only refuse (with a traceback)
+    once the sweep has started. On SLURM a pre-empted or timed-out job is requeued and runs the same
+    command again in its folder: only resume=auto continues it there (a fresh run would be refused)."""
+    slurm = OmegaConf.select(cfg, "hydra.launcher._target_") == SLURM_LAUNCHER
+    if slurm and cfg.resume != "auto":
         raise ConfigError(
             "resume",
             f"{cfg.resume} on SLURM, where a requeued job runs the same command in its folder again",
             "resume=auto with hydra/launcher=slurm",
         )
+    if slurm and shutil.which("srun") is None:
+        raise ConfigError("hydra/launcher", "SLURM's srun is not on this machine", "slurm_local to try the sweep here")
+    for key, low, allowed in LAUNCHER_RANGES:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < low:
+            raise ConfigError(key, f"{value} is not allowed", allowed)
+    if OmegaConf.select(cfg, "hydra.launcher.n_jobs") == 0:
+        raise ConfigError("hydra.launcher.n_jobs", "0 runs no job", "an integer >= 1, or -1 for one job per CPU")
+
+
+# Settings of the launchers and sweepers (when the chosen one has them): key, lowest value, allowed
+LAUNCHER_RANGES = (
+    ("hydra.launcher.timeout_min", 1, "an integer >= 1 (minutes a job may run)"),
+    ("hydra.launcher.gpus_per_task", 0, "an integer >= 0"),
+    ("hydra.launcher.cpus_per_task", 1, "an integer >= 1"),
+    ("hydra.launcher.tasks_per_node", 1, "an integer >= 1"),
+    ("hydra.sweeper.n_trials", 1, "an integer >= 1"),
+    ("hydra.sweeper.n_jobs", 1, "an integer >= 1"),
+)
 
 
 def optuna_checks(cfg: DictConfig, plain: list[str], overrides: list[str]) -> list[list[str]]:
@@ -82,14 +104,15 @@ def search_space_bounds(cfg: DictConfig, overrides: list[str]) -> dict[str, list
     command line fixes (as the plugin does)."""
     from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
-    params = OmegaConf.to_container(cfg.hydra.sweeper.params or {}, resolve=True)
+    declared = cfg.hydra.sweeper.params  # null when the search space is all on the command line
+    params = OmegaConf.to_container(declared, resolve=True) if declared is not None else {}
     task = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
         distributions, fixed = create_params_from_overrides([f"{k}={v}" for k, v in params.items()] + task)
     except Exception as err:  # the plugin's parser and optuna's distributions raise several types
         problem = " ".join(str(err).split()) or type(err).__name__
         raise ConfigError(
-            "hydra.sweeper.params", problem, "choice(...), range(...) or [tag(log, )]interval(...)"
+            "hydra.sweeper.params", problem, "choice(...), range(...), interval(...) or tag(log, interval(...))"
         ) from None
     return {key: _ends(dist) for key, dist in distributions.items() if key not in fixed}
 

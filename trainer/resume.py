@@ -46,6 +46,31 @@ def check_resume(run: Config, record: dict, run_dir: Path) -> None:
     path = resume_point(run, run.checkpoint.build(run_dir))
     if path is not None:
         reconcile(load_checkpoint(path, lazy=True), copy.deepcopy(record), run)
+    elif run.resume == "auto":
+        check_restart(record, run, run_dir)
+
+
+def check_restart(record: dict, run: Config, run_dir: Path) -> None:
+    """resume=auto in a folder whose earlier run left no checkpoint (it stopped or diverged before
+    its first) starts afresh over that run's files: only with the config that run had (a re-launched
+    sweep whose job numbers now mean other values must not overwrite another job's record)."""
+    stored = run_dir / ".hydra" / "config.yaml"
+    if not stored.is_file():
+        return
+    before, after = flatten(OmegaConf.to_container(OmegaConf.load(stored))), flatten(record)
+    asked = tuple(run.resume_changes)
+    changed = sorted(
+        k
+        for k in before.keys() | after.keys()
+        if before.get(k) != after.get(k) and not _matches(k, FREE_TO_CHANGE) and not _matches(k, asked)
+    )
+    if changed:
+        listed = "; ".join(f"{k}: {_short(before.get(k))} -> {_short(after.get(k))}" for k in changed)
+        raise ConfigError(
+            "resume",
+            f"{run_dir} holds a run without a checkpoint whose config differs ({listed})",
+            "the same values to start it again, or another run_name for a new run",
+        )
 
 
 def finished_run(cfg: DictConfig, run_dir: Path) -> dict | None:
