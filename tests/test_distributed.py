@@ -127,7 +127,7 @@ def test_accumulation_not_divisible_by_the_processes_is_refused(tmp_path, corpus
     assert alone.returncode == 2, alone.stderr
     assert alone.stderr.strip().splitlines() == [
         "error: gradient_accumulation_steps: 3 micro-batches cannot be shared evenly by the 2 processes torchrun "
-        "started (each runs gradient_accumulation_steps / processes); allowed: a multiple of 2 (2, 4, 8, ...)"
+        "started (each runs gradient_accumulation_steps / processes); allowed: a multiple of 2 (2, 4, 6, ...)"
     ]
     launched = launch(tmp_path, *overrides, processes=2)
     errors = [line for line in launched.stderr.splitlines() if line.startswith("error:")]

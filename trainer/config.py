@@ -154,7 +154,7 @@ class Config:
                 "gradient_accumulation_steps",
                 f"{steps} micro-batches cannot be shared evenly by the {world_size} processes torchrun "
                 "started (each runs gradient_accumulation_steps / processes)",
-                f"a multiple of {world_size} ({', '.join(str(world_size * k) for k in (1, 2, 4))}, ...)",
+                f"a multiple of {world_size} ({', '.join(str(world_size * k) for k in (1, 2, 3))}, ...)",
             )
 
     def _check_loss(self) -> None:
