@@ -61,8 +61,6 @@ class Trainer:
         self.model = dist.wrap(model, device)
         self._wrapped_trainable = self.trainable()
         self.gather = functools.partial(dist.gather_rows, device=device)  # val values of every rank
-        # this rank's micro-steps of each step (global indices; all of them in one process)
-        self.micro_steps = dist.shard(range(cfg.gradient_accumulation_steps))
         self.optimizer, self.scaler, self.autocast, self.device = optimizer, scaler, autocast, device
         self.checkpoints, self.callbacks, self.vocab, self.run_dir = checkpoints, callbacks, vocab, run_dir
         self.stability, self.recovery, self.faults, self.curriculum = stability, recovery, faults, curriculum
@@ -140,7 +138,7 @@ class Trainer:
         self.faults.poison_params(step, self.raw_model.parameters())
         batches = [
             self.data.stream.get(step, micro_step, self.state.stage, self.state.rollbacks)
-            for micro_step in self.micro_steps
+            for micro_step in self.data.stream.micro_steps  # this rank's share (global indices)
         ]
         self.last_batches = batches  # the CPU side, for the mask statistics of a log step
         self.timer.lap("data")

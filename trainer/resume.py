@@ -57,18 +57,11 @@ def check_restart(record: dict, run: Config, run_dir: Path) -> None:
     stored = run_dir / ".hydra" / "config.yaml"
     if not stored.is_file():
         return
-    before, after = flatten(OmegaConf.to_container(OmegaConf.load(stored))), flatten(record)
-    asked = tuple(run.resume_changes)
-    changed = sorted(
-        k
-        for k in before.keys() | after.keys()
-        if before.get(k) != after.get(k) and not _matches(k, FREE_TO_CHANGE) and not _matches(k, asked)
-    )
-    if changed:
-        listed = "; ".join(f"{k}: {_short(before.get(k))} -> {_short(after.get(k))}" for k in changed)
+    _, refused = config_changes(flatten(OmegaConf.to_container(OmegaConf.load(stored))), flatten(record), run)
+    if refused:
         raise ConfigError(
             "resume",
-            f"{run_dir} holds a run without a checkpoint whose config differs ({listed})",
+            f"{run_dir} holds a run without a checkpoint whose config differs ({refused})",
             "the same values to start it again, or another run_name for a new run",
         )
 
@@ -189,20 +182,26 @@ def reconcile(payload: dict, current: dict, run: Config) -> list[str]:
     saved = copy.deepcopy(payload["config"])
     lines = keep_horizons(saved, current, run)
     before, after = flatten(saved), flatten(current)
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    asked = tuple(run.resume_changes)
-    refused = [k for k in changed if not _matches(k, FREE_TO_CHANGE) and not _matches(k, asked)]
+    changed, refused = config_changes(before, after, run)
     if refused:
-        listed = "; ".join(f"{k}: {_short(before.get(k))} -> {_short(after.get(k))}" for k in refused)
         raise ConfigError(
             "resume",
-            f"the config differs from the checkpoint's ({listed})",
+            f"the config differs from the checkpoint's ({refused})",
             "the same values, or resume_changes=[KEY, ...]",
         )
     # the user typed resume and eval_only to resume; run_name is the folder's name, a timestamp by default
     shown = [k for k in changed if k not in ("resume", "eval_only", "run_name")]
     changes = [f"resume: {k} changed {before.get(k)!r} -> {after.get(k)!r}" for k in shown]
     return changes + lines
+
+
+def config_changes(before: dict, after: dict, run: Config) -> tuple[list[str], str]:
+    """The keys whose values differ between two flattened configs, and `key: saved -> now` for each
+    of them a resume may not change unless `resume_changes` names it ("" when there is none)."""
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    asked = tuple(run.resume_changes)
+    refused = [k for k in changed if not _matches(k, FREE_TO_CHANGE) and not _matches(k, asked)]
+    return changed, "; ".join(f"{k}: {_short(before.get(k))} -> {_short(after.get(k))}" for k in refused)
 
 
 # Schedules whose `null` end means "at max_iters" of the run that started them: (section, key, the

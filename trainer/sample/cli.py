@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.markup import escape
 
-from trainer.cli import EXIT_BAD_INPUT, command_line_parser
+from trainer.cli import command_line_parser, fail
 from trainer.contract import check
 from trainer.errors import ConfigError, UserError
 from trainer.hydra_errors import one_line
@@ -79,8 +79,3 @@ def refuse_unknown_keys(overrides: list[str]) -> None:
         key = override.split("=", 1)[0].lstrip("+~")
         if key.split(".")[0] not in keys:
             raise ConfigError(key, "no such key of python -m trainer.sample", ", ".join(keys))
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)

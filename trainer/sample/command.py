@@ -20,7 +20,7 @@ from omegaconf import MISSING
 from trainer.checkpoint import check_vocabulary, find_checkpoint, load_model
 from trainer.errors import ConfigError
 from trainer.objectives import MODES
-from trainer.sample.generate import Canvas, canvas, generate
+from trainer.sample.generate import Canvas, canvas, drawn_with, generate, records
 from trainer.sample.settings import MAX_SAMPLES, Remasking, Sampling, SamplingConfig
 from trainer.sample.unmasking import Judge
 from trainer.system import SystemConfig
@@ -144,26 +144,16 @@ def draw_samples(command: SampleCommand, prepared: Prepared) -> list[dict]:
     """The samples as records (text, seed, settings, score), ranked best first when a ranker scores them."""
     seed = command.seed if command.seed is not None else secrets.randbelow(2**31)
     ids = generate(prepared.model, prepared.vocab, command, prepared.plan, seed, prepared.autocast, prepared.judge)
-    settings = command.describe(k for k in MODES[prepared.mode].sample_keys() if k not in ("num_samples", "seed"))
-    settings["length"] = prepared.plan.length  # as drawn: characters generated per sample
-    records = [
-        {
-            "sample": i,
-            "seed": seed + i,
-            "text": prepared.vocab.decode(row),
-            "checkpoint": command.checkpoint,
-            "step": prepared.step,
-            "mode": prepared.mode,
-            "settings": settings,
-        }
-        for i, row in enumerate(ids.tolist())
-    ]
+    settings = drawn_with(command, MODES[prepared.mode].sample_keys(), prepared.plan)
+    drawn = records(ids, prepared.vocab, seed, settings)
+    for record in drawn:
+        record.update(checkpoint=command.checkpoint, step=prepared.step, mode=prepared.mode)
     if prepared.ranker is not None:
         scores = score(prepared.ranker, ids, prepared.vocab, prepared.autocast)
-        for record, value in zip(records, scores):
+        for record, value in zip(drawn, scores):
             record["score"] = value
-        records.sort(key=lambda record: record["score"])  # lower: fewer positions look regenerated
-    return records
+        drawn.sort(key=lambda record: record["score"])  # lower: fewer positions look regenerated
+    return drawn
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from trainer.callbacks import Callback, truncate_after
-from trainer.sample.generate import canvas, generate
+from trainer.sample.generate import canvas, drawn_with, generate, records
 from trainer.sample.settings import Sampling, SamplingConfig
 from trainer.vocab import Vocabulary
 
@@ -35,16 +35,11 @@ def make_sampler(run, vocab: Vocabulary, objective, autocast: AbstractContextMan
         return lambda model, validation_set: objective.show(model, validation_set, settings.num_samples)
     unmasking = run.mode.sampling == Sampling.unmasking
     plan = canvas(settings, vocab, run.block_size, unmasking, prefix="sample.")
-    shown = settings.describe(k for k in run.mode.sample_keys() if k not in ("num_samples", "seed"))
-    shown["length"] = plan.length  # as drawn: characters generated per sample
+    shown = drawn_with(settings, run.mode.sample_keys(), plan)
     seed = settings.seed if settings.seed is not None else run.seed  # fixed: the same at every evaluation
 
     def sampler(model: torch.nn.Module, validation_set: list) -> list[dict]:
-        ids = generate(model, vocab, settings, plan, seed, autocast)
-        return [
-            {"sample": i, "seed": seed + i, "text": vocab.decode(row), "settings": shown}
-            for i, row in enumerate(ids.tolist())
-        ]
+        return records(generate(model, vocab, settings, plan, seed, autocast), vocab, seed, shown)
 
     return sampler
 

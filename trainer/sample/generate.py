@@ -88,6 +88,22 @@ def encode(text: str, vocab: Vocabulary, key: str) -> torch.Tensor:
     return torch.from_numpy(vocab.encode(text).astype("int64"))
 
 
+def drawn_with(settings: SamplingConfig, keys: tuple[str, ...], plan: Canvas) -> dict:
+    """The settings of `keys` (those a mode reads) as plain values, but the count and the seed (each
+    record holds its own), with the length drawn: characters generated per sample."""
+    shown = settings.describe(k for k in keys if k not in ("num_samples", "seed"))
+    shown["length"] = plan.length
+    return shown
+
+
+def records(ids: torch.Tensor, vocab: Vocabulary, seed: int, settings: dict) -> list[dict]:
+    """One record per sample (B, L) ids: its number, the seed it was drawn from, its text, the settings."""
+    return [
+        {"sample": i, "seed": seed + i, "text": vocab.decode(row), "settings": settings}
+        for i, row in enumerate(ids.tolist())
+    ]
+
+
 @torch.no_grad()
 def generate(
     model: torch.nn.Module,
