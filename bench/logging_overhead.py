@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from rich.console import Console
 
 from trainer.build import build_trainer
-from trainer.cli import CONF_DIR
+from trainer.cli.main import CONF_DIR
 from trainer.config import register_schemas
 
 VARIANTS = {

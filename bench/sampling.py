@@ -22,11 +22,11 @@ from hydra import compose, initialize_config_dir
 from rich.console import Console
 
 from trainer.build import build_trainer
-from trainer.cli import CONF_DIR
+from trainer.cli.main import CONF_DIR
 from trainer.config import register_schemas
 from trainer.objectives.likelihood import nll_bound, originals
-from trainer.sample.generate import canvas, generate
-from trainer.sample.settings import Sampling, SamplingConfig
+from trainer.sampling.generate import canvas, generate
+from trainer.sampling.settings import Sampling, SamplingConfig
 
 
 def build(mode: str, device: str, run_dir: str):

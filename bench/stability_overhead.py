@@ -18,9 +18,9 @@ from hydra import compose, initialize_config_dir
 from rich.console import Console
 
 from trainer.build import build_trainer
-from trainer.callbacks import Callback
-from trainer.cli import CONF_DIR
+from trainer.cli.main import CONF_DIR
 from trainer.config import register_schemas
+from trainer.reporting.callbacks import Callback
 
 
 class StepClock(Callback):
@@ -49,7 +49,7 @@ def ms_per_step(stability: str, steps: int) -> float:
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = build_trainer(cfg, Path(run_dir), Console(file=io.StringIO()))
         clock = StepClock()
-        trainer.callbacks.callbacks.append(clock)
+        trainer.reporting.callbacks.callbacks.append(clock)
         trainer.fit()
     return 1000 * (clock.end - clock.start) / clock.steps
 

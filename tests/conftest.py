@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from rich.console import Console
 
-from trainer import cli
 from trainer.build import build_trainer
-from trainer.cli import CONF_DIR
+from trainer.cli import main as cli
+from trainer.cli.main import CONF_DIR
 from trainer.config import register_schemas
 
 WORDS = (

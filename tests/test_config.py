@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
 
 from tests.conftest import TINY_RUN, compose_config, train
-from trainer.cli import CONF_DIR
+from trainer.cli.main import CONF_DIR
 from trainer.config import Config
 from trainer.contract import check
 from trainer.errors import ConfigError

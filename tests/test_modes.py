@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tiny_overrides, train
-from trainer.cli import CONF_DIR
+from trainer.cli.main import CONF_DIR
 from trainer.errors import ConfigError
 from trainer.objectives import MODES
 

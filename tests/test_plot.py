@@ -1,4 +1,4 @@
-"""trainer.plot: curves.png from metrics.jsonl, the PlotLogger callback and `python -m trainer.plot`.
+"""trainer.reporting.plot: curves.png from metrics.jsonl, the PlotLogger callback and `python -m trainer.plot`.
 
 The runs are metrics.jsonl files written here by hand (every record kind the trainer writes, and
 a torn last line), so nothing is trained.
@@ -16,9 +16,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainer import plot
 from trainer.errors import ConfigError
-from trainer.plot import PlotLogger, PlotLoggerConfig, curves_of, plot_runs, read_records, run_labels, sweep_jobs
+from trainer.reporting import plot
+from trainer.reporting.plot import (
+    PlotLogger,
+    PlotLoggerConfig,
+    curves_of,
+    plot_runs,
+    read_records,
+    run_labels,
+    sweep_jobs,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -267,7 +275,7 @@ def run_command(*arguments: str, cwd: Path = PROJECT) -> subprocess.CompletedPro
     # the project on the path also when the command runs elsewhere (cwd decides the default out)
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
     return subprocess.run(
-        [sys.executable, "-m", "trainer.plot", *map(str, arguments)],
+        [sys.executable, "-m", "trainer.reporting.plot", *map(str, arguments)],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import tiny_overrides, train
 from trainer import build
-from trainer.callbacks import Callback
+from trainer.reporting.callbacks import Callback
 from trainer.step import StopRequested
 
 COMMON = ("max_iters=8", "eval_interval=3", "model.dropout=0.1", "gradient_accumulation_steps=2")

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 
 from tests.conftest import run_cli, tiny_overrides, train
-from trainer.plot import logger as plot_logger
+from trainer.reporting.plot import logger as plot_logger
+from trainer.reporting.timing import PHASES
 from trainer.snapshot import ROOT, source_files
-from trainer.timing import PHASES
 
 
 def records(run_dir, name="metrics.jsonl") -> list[dict]:

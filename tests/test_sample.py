@@ -13,16 +13,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from models import Attention, Head, ModelConfig
 from tests.conftest import assert_rejected, run_in_process, tiny_overrides, train
 from trainer.checkpoint import load_model
+from trainer.cli import sample as cli
+from trainer.cli.preflight import quote_text_values
+from trainer.cli.sample_command import best_or_latest, score
 from trainer.errors import ConfigError
 from trainer.objectives.likelihood import masked_counts, nll_bound
-from trainer.preflight import quote_text_values
-from trainer.sample import cli
-from trainer.sample.command import best_or_latest, score
-from trainer.sample.decoding import RowNoise, autoregressive, filtered_logits
-from trainer.sample.during_training import SAMPLES, SampleLog
-from trainer.sample.generate import canvas, generate
-from trainer.sample.settings import SamplingConfig
-from trainer.sample.unmasking import iterative_unmasking
+from trainer.reporting.samples import SAMPLES, SampleLog
+from trainer.sampling.decoding import RowNoise, autoregressive, filtered_logits
+from trainer.sampling.generate import canvas, generate
+from trainer.sampling.settings import SamplingConfig
+from trainer.sampling.unmasking import iterative_unmasking
 from trainer.vocab import Vocabulary
 
 VOCAB = Vocabulary(tuple("\n !,.:?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))

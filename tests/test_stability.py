@@ -12,7 +12,7 @@ import torch
 from stability import Action, RecoveryPolicy, TrainingDiverged
 from tests.conftest import compose_config, tiny_overrides, train
 from trainer.build import build_trainer
-from trainer.callbacks import Callback
+from trainer.reporting.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_CODE = tuple(str(ROOT / package) + "/" for package in ("trainer", "models", "masking", "stability"))
@@ -37,7 +37,7 @@ def run_with_recorder(run_dir, overrides):
 
     trainer = build_trainer(compose_config(overrides), run_dir, Console(file=io.StringIO(), width=200))
     recorder = WeightsAfterEachStep()
-    trainer.callbacks.callbacks.append(recorder)
+    trainer.reporting.callbacks.callbacks.append(recorder)
     trainer.fit()
     return trainer, recorder.weights
 
@@ -237,7 +237,7 @@ def test_a_step_reads_at_most_one_flag(tmp_path, corpus_file, monkeypatch, stabi
     trainer = build_trainer(compose_config(overrides), tmp_path, Console(file=io.StringIO()))
     counter = SyncCounter(monkeypatch)
     per_step = SyncsPerStep(counter)
-    trainer.callbacks.callbacks.insert(0, per_step)
+    trainer.reporting.callbacks.callbacks.insert(0, per_step)
     trainer.fit()
     between = [per_step.at[s + 1] - per_step.at[s] for s in range(1, 11)]  # steps with no eval and no log
     assert between == [expected] * 10

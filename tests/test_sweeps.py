@@ -12,8 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import assert_rejected, run_cli, run_in_process
-from trainer import plugins
-from trainer.plugins import missing_plugin
+from trainer.cli import plugins
+from trainer.cli.plugins import missing_plugin
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="the sweeps extra: pip install -e '.[sweeps]'")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the sweeps extra: pip install -e '.[sweeps]'")

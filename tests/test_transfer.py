@@ -7,8 +7,8 @@ import torch
 
 from tests.conftest import tiny_overrides, train
 from tests.test_cli import assert_rejected, run_cli
-from trainer.callbacks import Callback
 from trainer.errors import ConfigError
+from trainer.reporting.callbacks import Callback
 
 
 def records(run_dir):
@@ -119,7 +119,7 @@ def two_stage_run(run_dir, corpus_file, checkpoint, *extra):
     out = io.StringIO()
     trainer = build_trainer(compose_config(overrides), run_dir, Console(file=out, width=200))
     watch = TrunkWatch()
-    trainer.callbacks.callbacks.append(watch)
+    trainer.reporting.callbacks.callbacks.append(watch)
     trainer.fit()
     return trainer, watch, out.getvalue()
 

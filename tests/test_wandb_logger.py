@@ -23,9 +23,9 @@ from wandb import env as wandb_env
 
 from tests.conftest import tiny_overrides, train
 from trainer import build
-from trainer.callbacks import Callback
 from trainer.errors import ConfigError
-from trainer.wandb_logger import WandbLoggerConfig, WandbMode
+from trainer.reporting.callbacks import Callback
+from trainer.reporting.wandb_logger import WandbLoggerConfig, WandbMode
 
 # --- reading a .wandb file ---------------------------------------------------------------------
 # The file is a log in LevelDB's format: a 7-byte file header (":W&B", magic, version), then 32 KiB
@@ -120,7 +120,7 @@ class EventProbe(Callback):
     def on_step_end(self, trainer, metrics) -> None:
         if trainer.state.step == self.step:
             record = {"event": "probe", "note": "text", "value": float("nan")}
-            trainer.callbacks.on_event(trainer, "probe", record)
+            trainer.reporting.callbacks.on_event(trainer, "probe", record)
 
 
 MAKE_CALLBACKS = build.make_callbacks
@@ -195,7 +195,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from trainer.wandb_logger import WandbLoggerConfig
+from trainer.reporting.wandb_logger import WandbLoggerConfig
 
 trainer = SimpleNamespace(state=SimpleNamespace(wandb_run_id=None))
 logger = WandbLoggerConfig().build(Path(sys.argv[1]), {"seed": 1})

@@ -1,11 +1,11 @@
 """`python -m trainer`. A stop signal while the modules load (a few seconds) ends the command with
-one line and the signal's exit code, as one during training does; trainer.cli takes over after."""
+one line and the signal's exit code, as one during training does; trainer.cli.main takes over after."""
 
 import os
 import signal
 import sys
 
-from trainer.signals import STOP_SIGNALS, exit_code, stopped_before_training
+from trainer.cli.signals import STOP_SIGNALS, exit_code, stopped_before_training
 
 
 def _stopped_while_loading(signal_number, frame):
@@ -17,6 +17,6 @@ def _stopped_while_loading(signal_number, frame):
 for _signal in STOP_SIGNALS:
     signal.signal(_signal, _stopped_while_loading)
 
-from trainer.cli import main  # noqa: E402  (after the handlers: loading takes seconds)
+from trainer.cli.main import main  # noqa: E402  (after the handlers: loading takes seconds)
 
 main()

@@ -25,7 +25,6 @@ from stability import (
     StabilityMonitor,
 )
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
-from trainer.callbacks import CallbackList
 from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, check_vocabulary, load_checkpoint
 from trainer.config import Config
 from trainer.contract import check
@@ -35,9 +34,11 @@ from trainer.errors import CheckpointError, DataError
 from trainer.loop import Trainer
 from trainer.objectives import Filler, Objective
 from trainer.recovery import Recovery
-from trainer.reporting import StepReporter
+from trainer.reporting.callbacks import CallbackList
+from trainer.reporting.samples import SampleLog
+from trainer.reporting.steps import StepReporter
 from trainer.resume import reconcile, resume_point
-from trainer.sample.during_training import SampleLog, make_sampler
+from trainer.sampling.during_training import make_sampler
 from trainer.snapshot import write_snapshot
 from trainer.state import TrainState
 from trainer.step import Data

@@ -17,9 +17,7 @@ from omegaconf import MISSING
 import masking
 from models import Head, ModelConfig
 from stability import FaultTarget, StabilityConfig
-from trainer.callbacks import JsonlLoggerConfig
 from trainer.checkpoint import CheckpointConfig, find_checkpoint
-from trainer.console import ConsoleLoggerConfig
 from trainer.corpus import DataConfig
 from trainer.curriculum import StagesConfig
 from trainer.distributed import world_size_from_env
@@ -27,11 +25,13 @@ from trainer.errors import ConfigError, require_plain_name
 from trainer.loss import LossConfig
 from trainer.objectives import MODES, ModeConfig
 from trainer.optim import OptimConfig
-from trainer.plot import PlotLoggerConfig
-from trainer.sample.settings import SamplingConfig
+from trainer.reporting.callbacks import JsonlLoggerConfig
+from trainer.reporting.console import ConsoleLoggerConfig
+from trainer.reporting.plot import PlotLoggerConfig
+from trainer.reporting.wandb_logger import WandbLoggerConfig
+from trainer.sampling.settings import SamplingConfig
 from trainer.system import SystemConfig
 from trainer.transfer import TransferConfig
-from trainer.wandb_logger import WandbLoggerConfig
 
 MAX_COUNT = 2**31 - 1  # sizes and counts become tensor shapes and int64 seeds: keep them in range
 Positive = Annotated[int, Interval(ge=1, le=MAX_COUNT)]

@@ -11,17 +11,17 @@ import torch
 
 from stability import Action, FaultInjector, StabilityMonitor
 from trainer.batches import Stream, generator_for
-from trainer.callbacks import CallbackList
 from trainer.checkpoint import CheckpointDirectory
 from trainer.curriculum import Advance, Curriculum
 from trainer.distributed import ONE_PROCESS, Distributed
 from trainer.loss import ENTROPY_EMA_DECAY, TrainingLoss
 from trainer.objectives import Batch, Objective
 from trainer.recovery import Recovery
-from trainer.sample.during_training import Sampler
+from trainer.reporting.callbacks import CallbackList
+from trainer.reporting.timing import PhaseTimer
+from trainer.sampling.during_training import Sampler
 from trainer.state import TrainState, capture_rng, restore_rng
 from trainer.step import Data, StepMetrics, StopRequested, summed_over_ranks, weighted_sum
-from trainer.timing import PhaseTimer
 from trainer.transfer import Transfer
 from trainer.vocab import Vocabulary
 

@@ -45,7 +45,7 @@ class Recovery:
         # count also keys the batches, so the re-run steps draw batches other than the bad ones.
         state.rollbacks, state.lr_scale, state.bad_steps = rollbacks, lr_scale, []
         source = latest or "the in-memory state of step 0"
-        trainer.callbacks.on_event(
+        trainer.reporting.callbacks.on_event(
             trainer,
             f"rolled back to {source} (step {state.step}), learning rate now x{lr_scale:g}",
             {
@@ -57,7 +57,7 @@ class Recovery:
         )
 
     def report(self, trainer, checks: str, action: Action) -> None:
-        trainer.callbacks.on_event(
+        trainer.reporting.callbacks.on_event(
             trainer,
             f"instability at step {trainer.state.step}: {checks} not finite -> {action.value}",
             {"stability/event": f"{checks}: {action.value}", "check": checks, "action": action.value, "lr": trainer.lr},

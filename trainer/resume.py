@@ -16,7 +16,7 @@ from trainer.checkpoint import LINEAGE, CheckpointDirectory, find_checkpoint, lo
 from trainer.config import Config
 from trainer.contract import check
 from trainer.errors import ConfigError
-from trainer.summary import SUMMARY
+from trainer.reporting.summary import SUMMARY
 
 # Keys (and the keys below them) that a resumed run may change without asking.
 FREE_TO_CHANGE = (

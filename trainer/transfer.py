@@ -126,7 +126,7 @@ class Transfer:
             trainer.optimizer.add_param_group(group)
         state.unfrozen = True
         multiplier = self.config.unfreeze_lr_multiplier
-        trainer.callbacks.on_event(
+        trainer.reporting.callbacks.on_event(
             trainer,
             f"unfroze the trunk at step {state.step}: its LR is the scheduled LR x {multiplier:g}; "
             f"{parameter_summary(model)}",

@@ -11,7 +11,7 @@ from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.errors import ConfigError
 from trainer.loss import ClassificationLoss, LossConfig, Predictions, Reduction, TrainingLoss, plain_loss
-from trainer.sample.settings import SAMPLE_KEYS, Sampling
+from trainer.sampling.settings import SAMPLE_KEYS, Sampling
 
 
 def host_values(metrics: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -10,7 +10,7 @@ from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.loss import Predictions
 from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective
-from trainer.sample.settings import Sampling
+from trainer.sampling.settings import Sampling
 
 
 @dataclass

@@ -21,7 +21,7 @@ from trainer.loss import ClassificationLoss, Predictions
 from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective
 from trainer.objectives.likelihood import bound_terms, originals
 from trainer.objectives.staged import MaskedRows, masked_rows, validation_rows
-from trainer.sample.settings import Sampling
+from trainer.sampling.settings import Sampling
 from trainer.vocab import Vocabulary
 
 SNR_CLAMP = 100.0

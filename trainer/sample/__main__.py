@@ -1,12 +1,12 @@
 """`python -m trainer.sample checkpoint=PATH [key=value ...]`: samples of a trained model (see
-trainer/sample/cli.py and conf/sample.yaml). A stop signal while the modules load (a few seconds)
+trainer/cli/sample.py and conf/sample.yaml). A stop signal while the modules load (a few seconds)
 ends the command with one line, as one while it draws does."""
 
 import os
 import signal
 import sys
 
-from trainer.signals import STOP_SIGNALS, exit_code
+from trainer.cli.signals import STOP_SIGNALS, exit_code
 
 
 def _stopped_while_loading(signal_number, frame):
@@ -17,6 +17,6 @@ def _stopped_while_loading(signal_number, frame):
 for _signal in STOP_SIGNALS:
     signal.signal(_signal, _stopped_while_loading)
 
-from trainer.sample.cli import main  # noqa: E402  (after the handlers: loading takes seconds)
+from trainer.cli.sample import main  # noqa: E402  (after the handlers: loading takes seconds)
 
 main()

@@ -31,16 +31,16 @@ from rich.console import Console
 from stability import TrainingDiverged
 from trainer.build import build_trainer
 from trainer.checkpoint import CheckpointWriteError
+from trainer.cli.hydra_errors import one_line
+from trainer.cli.preflight import CONF_DIR, preflight, quote_text_values
+from trainer.cli.signals import EXIT_INTERRUPTED, STOP_SIGNALS, exit_code, stopped_before_training, submitit_requeue
 from trainer.config import register_schemas
 from trainer.distributed import ONE_PROCESS, Distributed, rank_from_env
 from trainer.errors import ConfigError, UserError
-from trainer.hydra_errors import one_line
 from trainer.loop import EVALUATIONS
-from trainer.preflight import CONF_DIR, preflight, quote_text_values
+from trainer.reporting.summary import describe, run_summary, write_summary
 from trainer.resume import finished_run
-from trainer.signals import EXIT_INTERRUPTED, STOP_SIGNALS, exit_code, stopped_before_training, submitit_requeue
 from trainer.step import StopRequested
-from trainer.summary import describe, run_summary, write_summary
 
 TEXT_KEYS = ("sample.prompt", "sample.template")  # taken as typed (see quote_text_values)
 EXIT_BAD_INPUT = 2

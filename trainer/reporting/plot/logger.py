@@ -7,10 +7,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.callbacks import Callback
 from trainer.errors import ConfigError, require_plain_name
-from trainer.plot.curves import METRICS
-from trainer.plot.figure import plot_runs
+from trainer.reporting.callbacks import Callback
+from trainer.reporting.plot.curves import METRICS
+from trainer.reporting.plot.figure import plot_runs
 
 CURVES = "curves.png"
 

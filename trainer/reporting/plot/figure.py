@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.plot.curves import EVENT_KINDS, METRICS, RunCurves, load_runs
+from trainer.reporting.plot.curves import EVENT_KINDS, METRICS, RunCurves, load_runs
 
 DPI = 100
 WIDTH_INCHES = 10

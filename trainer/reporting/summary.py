@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from trainer.checkpoint import BEST
-from trainer.timing import shares
+from trainer.reporting.timing import shares
 
 SUMMARY = "summary.json"
 

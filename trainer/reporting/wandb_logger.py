@@ -14,8 +14,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.callbacks import Callback, eval_record
 from trainer.errors import ConfigError
+from trainer.reporting.callbacks import Callback, eval_record
 
 if TYPE_CHECKING:
     import wandb

@@ -20,9 +20,9 @@ from omegaconf import MISSING
 from trainer.checkpoint import check_vocabulary, find_checkpoint, load_model
 from trainer.errors import ConfigError
 from trainer.objectives import MODES
-from trainer.sample.generate import Canvas, canvas, drawn_with, generate, records
-from trainer.sample.settings import MAX_SAMPLES, Remasking, Sampling, SamplingConfig
-from trainer.sample.unmasking import Judge
+from trainer.sampling.generate import Canvas, canvas, drawn_with, generate, records
+from trainer.sampling.settings import MAX_SAMPLES, Remasking, Sampling, SamplingConfig
+from trainer.sampling.unmasking import Judge
 from trainer.system import SystemConfig
 from trainer.vocab import Vocabulary
 

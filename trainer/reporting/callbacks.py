@@ -1,6 +1,6 @@
 """Hooks the loop calls, and the metrics.jsonl logger built on them.
 
-The loop hands over device tensors; only `StepReporter` (trainer/reporting.py) reads them, and only
+The loop hands over device tensors; only `StepReporter` (trainer/reporting/steps.py) reads them, and only
 at log steps, so steps in between run without a host sync.
 """
 

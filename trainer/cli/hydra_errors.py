@@ -8,8 +8,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from trainer.plugins import missing_plugin
-from trainer.preflight import CONF_DIR
+from trainer.cli.plugins import missing_plugin
+from trainer.cli.preflight import CONF_DIR
 
 # What OmegaConf says about a value of the wrong type -> what the key allows
 TYPE_PROBLEMS = {

@@ -6,19 +6,14 @@ their predictions on the first validation rows. Sampling draws from its own gene
 continues exactly as without it.
 """
 
-import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 
 import torch
 
-from trainer.callbacks import Callback, truncate_after
-from trainer.sample.generate import canvas, drawn_with, generate, records
-from trainer.sample.settings import Sampling, SamplingConfig
+from trainer.sampling.generate import canvas, drawn_with, generate, records
+from trainer.sampling.settings import Sampling, SamplingConfig
 from trainer.vocab import Vocabulary
-
-SAMPLES = "samples.jsonl"
 
 # (the model, the validation set) -> one record per sample, each with "text" (and what a mode adds:
 # a score, marks)
@@ -42,19 +37,3 @@ def make_sampler(run, vocab: Vocabulary, objective, autocast: AbstractContextMan
         return records(generate(model, vocab, settings, plan, seed, autocast), vocab, seed, shown)
 
     return sampler
-
-
-class SampleLog(Callback):
-    """Appends each evaluation's samples to samples.jsonl in the run folder, one object per sample
-    with its step. A resumed run drops what the interrupted run wrote after its checkpoint."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / SAMPLES
-
-    def on_train_start(self, trainer) -> None:
-        truncate_after(self.path, trainer.state.step if trainer.resumed_from is not None else -1)
-
-    def on_samples(self, trainer, samples: list[dict]) -> None:
-        with self.path.open("a") as file:
-            for record in samples:
-                file.write(json.dumps({"step": trainer.state.step, **record}) + "\n")

@@ -7,7 +7,7 @@ Only base ids are ever drawn: the mask, [CLS] and the reserved ids get no probab
 
 import torch
 
-from trainer.sample.settings import SamplingConfig
+from trainer.sampling.settings import SamplingConfig
 
 
 class RowNoise:

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trainer.distributed import rank_from_env
-from trainer.summary import SUMMARY
+from trainer.reporting.summary import SUMMARY
 
 CSV_NAME = "sweep_summary.csv"
 COLUMNS = ("job", "status", "best_val_loss", "best_step", "step", "overrides")

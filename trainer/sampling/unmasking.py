@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-from trainer.sample.decoding import RowNoise, draw, filtered_logits
-from trainer.sample.settings import Remasking, SamplingConfig
+from trainer.sampling.decoding import RowNoise, draw, filtered_logits
+from trainer.sampling.settings import Remasking, SamplingConfig
 
 # (B, L) ids of the canvas with every generated position filled -> (B, L) probability that each
 # position holds a replaced (wrong) character: a token classifier's judgement

@@ -18,13 +18,13 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.markup import escape
 
-from trainer.cli import command_line_parser, fail
+from trainer.cli.hydra_errors import one_line
+from trainer.cli.main import command_line_parser, fail
+from trainer.cli.preflight import CONF_DIR, quote_text_values
+from trainer.cli.sample_command import SampleCommand, draw_samples, prepare, write_records
+from trainer.cli.signals import EXIT_INTERRUPTED
 from trainer.contract import check
 from trainer.errors import ConfigError, UserError
-from trainer.hydra_errors import one_line
-from trainer.preflight import CONF_DIR, quote_text_values
-from trainer.sample.command import SampleCommand, draw_samples, prepare, write_records
-from trainer.signals import EXIT_INTERRUPTED
 
 
 def sample(cfg: DictConfig) -> None:

@@ -18,12 +18,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from trainer.cli.plugins import check_launcher, is_optuna_sweep, optuna_checks
 from trainer.contract import check, check_writable
 from trainer.errors import ConfigError, UserError
-from trainer.plugins import check_launcher, is_optuna_sweep, optuna_checks
 from trainer.resume import check_resume
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def preflight(args: argparse.Namespace) -> Path | None:

@@ -14,10 +14,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from trainer.callbacks import Callback
+from trainer.reporting.callbacks import Callback
+from trainer.reporting.summary import describe, run_summary
+from trainer.reporting.timing import PHASES, shares
 from trainer.snapshot import ROOT, source_files
-from trainer.summary import describe, run_summary
-from trainer.timing import PHASES, shares
 from trainer.transfer import parameter_summary
 
 RETURN = "\u21b5"  # a newline in a marked text

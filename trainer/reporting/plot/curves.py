@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.callbacks import JsonlLoggerConfig
+from trainer.reporting.callbacks import JsonlLoggerConfig
 
 METRICS = JsonlLoggerConfig.filename  # where the JSONL logger writes, unless configured otherwise
 OVERRIDES = Path(".hydra") / "overrides.yaml"

@@ -9,8 +9,8 @@ import time
 import torch
 
 from models import estimate_mfu
-from trainer.callbacks import Callback
 from trainer.objectives import Batch
+from trainer.reporting.callbacks import Callback
 
 
 class StepReporter(Callback):
@@ -53,7 +53,7 @@ class StepReporter(Callback):
         record.update(self._timing(trainer))
         if trainer.curriculum is not None:
             record.update(mask_statistics(trainer.last_batches, len(trainer.curriculum.train)))
-        trainer.callbacks.on_log(trainer, record)
+        trainer.reporting.callbacks.on_log(trainer, record)
         self._mark(step)
 
     def _timing(self, trainer) -> dict[str, float]:

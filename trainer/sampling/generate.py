@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from trainer.errors import ConfigError
-from trainer.sample.decoding import RowNoise, autoregressive
-from trainer.sample.settings import SamplingConfig
-from trainer.sample.unmasking import Judge, iterative_unmasking
+from trainer.sampling.decoding import RowNoise, autoregressive
+from trainer.sampling.settings import SamplingConfig
+from trainer.sampling.unmasking import Judge, iterative_unmasking
 from trainer.vocab import Vocabulary
 
 START = "\n"  # a language model's context when the prompt is empty (nanoGPT's start)
