@@ -20,6 +20,7 @@ from rich.console import Console
 from trainer.build import build_trainer
 from trainer.cli.main import CONF_DIR
 from trainer.config import register_schemas
+from trainer.plan import plan_job
 
 
 def main() -> None:
@@ -46,13 +47,13 @@ def main() -> None:
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose(config_name="config", overrides=overrides)
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = build_trainer(cfg, Path(run_dir), Console(file=io.StringIO()))
+        trainer = build_trainer(plan_job(cfg, Path(run_dir)), Console(file=io.StringIO()))
         trainer.train_step()  # warm-up: first-call allocations and the producer thread
-        trainer.optimizer_step()
+        trainer.optimization.step()
         start = time.perf_counter()
         for _ in range(args.steps):
             trainer.train_step().loss.item()
-            trainer.optimizer_step()
+            trainer.optimization.step()
         step_s = (time.perf_counter() - start) / args.steps
         start = time.perf_counter()
         trainer.evaluate()
@@ -62,7 +63,7 @@ def main() -> None:
 
     print(
         f"\nstages=canonical14 model={args.model} block={args.block_size} batch={args.batch_size} "
-        f"eval_iters={args.eval_iters} ({samples} validation samples, device {trainer.device})"
+        f"eval_iters={args.eval_iters} ({samples} validation samples, device {trainer.runtime.device})"
     )
     print(f"{'':<28}{'seconds':>10}{'in train steps':>16}")
     print(f"{'one training step':<28}{step_s:>10.2f}{1.0:>16.1f}")

@@ -23,6 +23,7 @@ from rich.console import Console
 from trainer.build import build_trainer
 from trainer.cli.main import CONF_DIR
 from trainer.config import register_schemas
+from trainer.plan import plan_job
 
 VARIANTS = {
     "console": "logger=[console]",
@@ -33,7 +34,7 @@ VARIANTS = {
 def fit_seconds(logger: str, steps: int, run_dir: Path) -> float:
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose(config_name="config", overrides=["system=cpu", logger, f"max_iters={steps}"])
-    trainer = build_trainer(cfg, run_dir, Console(file=io.StringIO(), width=160))
+    trainer = build_trainer(plan_job(cfg, run_dir), Console(file=io.StringIO(), width=160))
     start = time.perf_counter()
     trainer.fit()
     return time.perf_counter() - start

@@ -24,6 +24,8 @@ from rich.console import Console
 from trainer.build import build_trainer
 from trainer.cli.main import CONF_DIR
 from trainer.config import register_schemas
+from trainer.guard import GOOD
+from trainer.plan import plan_job
 
 VARIANTS = {
     "plain": [],
@@ -44,7 +46,7 @@ START_STEP = 300  # the middle of the default 600 steps: pi is above 0
 def build(overrides: list[str], run_dir: Path):
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose(config_name="config", overrides=["system=cpu", "logger=[]", *overrides])
-    trainer = build_trainer(cfg, run_dir, Console(file=io.StringIO()))
+    trainer = build_trainer(plan_job(cfg, run_dir), Console(file=io.StringIO()))
     trainer.state.step = START_STEP
     return trainer
 
@@ -54,9 +56,7 @@ def ms_per_step(trainer, steps: int) -> float:
     for i in range(steps + 2):
         if i == 2:
             start = time.perf_counter()
-        metrics = trainer.train_step()
-        trainer.optimizer_step(metrics)
-        trainer.state.step += 1
+        trainer.apply(GOOD, trainer.train_step())
     return 1000 * (time.perf_counter() - start) / steps
 
 

@@ -25,6 +25,7 @@ from trainer.build import build_trainer
 from trainer.cli.main import CONF_DIR
 from trainer.config import register_schemas
 from trainer.objectives.likelihood import nll_bound, originals
+from trainer.plan import plan_job
 from trainer.sampling.generate import canvas, generate
 from trainer.sampling.settings import Sampling, SamplingConfig
 
@@ -33,7 +34,7 @@ def build(mode: str, device: str, run_dir: str):
     overrides = [f"mode={mode}", f"system={device}", "logger=[]", "sample.num_samples=0", "data.prefetch=1"]
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose(config_name="config", overrides=overrides)
-    trainer = build_trainer(cfg, Path(run_dir) / mode, Console(file=io.StringIO()))
+    trainer = build_trainer(plan_job(cfg, Path(run_dir) / mode), Console(file=io.StringIO()))
     trainer.data.stream.close()
     return trainer
 
@@ -55,9 +56,9 @@ def sampling_rows(trainers: dict, counts: list[int], repeats: int) -> list[tuple
         for _ in range(repeats):  # alternating, so a busy moment of the machine hits both modes
             for mode, trainer in trainers.items():
                 unmasking = trainer.cfg.mode.sampling == Sampling.unmasking
-                plan = canvas(settings, trainer.vocab, trainer.cfg.block_size, unmasking)
-                model, vocab = trainer.raw_model, trainer.vocab
-                times[mode].append(timed(generate, model, vocab, settings, plan, 0, trainer.autocast))
+                plan = canvas(settings, trainer.files.vocab, trainer.cfg.block_size, unmasking)
+                model, vocab = trainer.runtime.raw_model, trainer.files.vocab
+                times[mode].append(timed(generate, model, vocab, settings, plan, 0, trainer.runtime.autocast))
         for mode, trainer in trainers.items():
             seconds = statistics.median(times[mode])
             steps = settings.steps if trainer.cfg.mode.sampling == Sampling.unmasking else trainer.cfg.block_size
@@ -69,7 +70,7 @@ def bound_rows(trainer, repeats: int, draws: tuple[int, ...] = (1, 2, 4)) -> tup
     trainer.objective.bound_draws = 0
     batches = trainer.data.validation_set
     windows = [originals(b.inputs, b.predict_at, b.targets) for b in batches]
-    vocab, model = trainer.vocab, trainer.model
+    vocab, model = trainer.files.vocab, trainer.runtime.model
     evaluation, bound = [], {n: [] for n in draws}
     for _ in range(repeats):
         evaluation.append(timed(trainer.evaluate))

@@ -20,6 +20,7 @@ from rich.console import Console
 from trainer.build import build_trainer
 from trainer.cli.main import CONF_DIR
 from trainer.config import register_schemas
+from trainer.plan import plan_job
 from trainer.reporting.callbacks import Callback
 
 
@@ -47,9 +48,9 @@ def ms_per_step(stability: str, steps: int) -> float:
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose(config_name="config", overrides=overrides)
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = build_trainer(cfg, Path(run_dir), Console(file=io.StringIO()))
+        trainer = build_trainer(plan_job(cfg, Path(run_dir)), Console(file=io.StringIO()))
         clock = StepClock()
-        trainer.reporting.callbacks.callbacks.append(clock)
+        trainer.callbacks.add_callback(clock)
         trainer.fit()
     return 1000 * (clock.end - clock.start) / clock.steps
 

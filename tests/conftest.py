@@ -16,6 +16,7 @@ from trainer.build import build_trainer
 from trainer.cli import main as cli
 from trainer.cli.main import CONF_DIR
 from trainer.config import register_schemas
+from trainer.plan import plan_job
 
 WORDS = (
     "the king queen my lord good night come go speak love death time sword crown heart "
@@ -76,7 +77,7 @@ def tiny_overrides(corpus_file: Path, *extra: str) -> list[str]:
 def train(run_dir: Path, overrides: list[str]):
     """Build and run a trainer in-process; returns it and what it printed."""
     out = io.StringIO()
-    trainer = build_trainer(compose_config(overrides), run_dir, Console(file=out, width=200), overrides)
+    trainer = build_trainer(plan_job(compose_config(overrides), run_dir, overrides), Console(file=out, width=200))
     trainer.fit()
     return trainer, out.getvalue()
 

@@ -16,7 +16,6 @@ from trainer.curriculum import Curriculum, Stage
 from trainer.errors import ConfigError
 from trainer.loss import LossConfig
 from trainer.objectives.unmasking import UnmaskingObjective
-from trainer.state import TrainState
 from trainer.vocab import Vocabulary
 
 
@@ -26,11 +25,10 @@ def stages(*patience: int) -> list[Stage]:
 
 def test_advancement_follows_patience_and_stays_at_the_last_stage():
     curriculum = Curriculum(stages(2, 1, 3), stages(2, 1, 3), "cumulative")
-    state = TrainState()
     trace = []
     for val_loss in [3.0, 2.5, 2.6, 2.5, 2.4, 2.4, 2.0, 2.1, 2.2, 2.3, 2.4]:
-        advance = curriculum.after_eval(state, val_loss)
-        trace.append((state.stage, state.stale_count, state.stage_best, advance is not None))
+        advance = curriculum.after_eval(val_loss)
+        trace.append((curriculum.stage, curriculum.stale_count, curriculum.stage_best, advance is not None))
     assert trace == [
         (0, 0, 3.0, False),  # first eval: a new best
         (0, 0, 2.5, False),  # improve
@@ -189,8 +187,8 @@ def test_resume_continues_at_the_same_stage(tmp_path, corpus_file):
         ]
 
     assert after("a") == after("b")
-    assert (resumed.state.stage, resumed.state.stale_count, resumed.state.stage_best) == (
-        straight.state.stage,
-        straight.state.stale_count,
-        straight.state.stage_best,
+    assert (resumed.curriculum.stage, resumed.curriculum.stale_count, resumed.curriculum.stage_best) == (
+        straight.curriculum.stage,
+        straight.curriculum.stale_count,
+        straight.curriculum.stage_best,
     )

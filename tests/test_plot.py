@@ -275,7 +275,7 @@ def run_command(*arguments: str, cwd: Path = PROJECT) -> subprocess.CompletedPro
     # the project on the path also when the command runs elsewhere (cwd decides the default out)
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
     return subprocess.run(
-        [sys.executable, "-m", "trainer.reporting.plot", *map(str, arguments)],
+        [sys.executable, "-m", "trainer.plot", *map(str, arguments)],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -41,14 +41,14 @@ def test_a_stop_checkpoints_and_resume_continues_exactly(tmp_path, corpus_file, 
 
     resumed, _ = train(tmp_path / "b", tiny_overrides(corpus_file, *COMMON, "resume=auto"))
     assert resumed.state.step == 8
-    for a, b in zip(straight.raw_model.parameters(), resumed.raw_model.parameters()):
+    for a, b in zip(straight.runtime.raw_model.parameters(), resumed.runtime.raw_model.parameters()):
         assert torch.equal(a, b)
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [json.loads(line)["step"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
 
 
 def _with(callbacks, extra):
-    callbacks.callbacks.append(extra)
+    callbacks.add_callback(extra)
     return callbacks
 
 

@@ -6,11 +6,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import assert_rejected, run_cli, run_in_process, tiny_overrides, train
+from tests.conftest import assert_rejected, generated_text, run_cli, run_in_process, tiny_overrides, train
 from trainer.checkpoint import BEST, CheckpointDirectory
 from trainer.errors import ConfigError
 
@@ -193,3 +194,21 @@ def test_a_stop_signal_before_training_leaves_nothing(tmp_path, corpus_file):
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines() == ["stopped by SIGINT before training started: nothing was trained or kept"]
     assert not run_dir.exists()
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_a_checkpoint_of_the_first_format_resumes_exactly(tmp_path):
+    """tests/data/format1_step4.pt was written by the trainer before its parts kept their own state
+    (unmasking, entropy penalty on, the generated corpus); resumed to step 8 it reaches the weights
+    that trainer reached at step 8 (tests/data/format1_step8_model.pt), bit for bit."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(generated_text(60_000))
+    common = ["debug=smoke", "mode=unmasking", "data=text", f"data.path={corpus}", "eval_interval=4", "logger=[]"]
+    resume = [f"resume={DATA / 'format1_step4.pt'}", "resume_changes=[data.path]"]
+    trainer, _ = train(tmp_path / "run", [*common, "loss.entropy_penalty.max=0.5", "max_iters=8", *resume])
+    assert trainer.state.step == 8
+    expected = torch.load(DATA / "format1_step8_model.pt", weights_only=True)
+    for name, value in trainer.runtime.raw_model.state_dict().items():
+        assert torch.equal(value, expected[name]), name

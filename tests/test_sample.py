@@ -4,6 +4,7 @@ import json
 import math
 import sys
 from contextlib import nullcontext
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from trainer.cli.preflight import quote_text_values
 from trainer.cli.sample_command import best_or_latest, score
 from trainer.errors import ConfigError
 from trainer.objectives.likelihood import masked_counts, nll_bound
-from trainer.reporting.samples import SAMPLES, SampleLog
+from trainer.reporting.samples import SAMPLES, Samples
 from trainer.sampling.decoding import RowNoise, autoregressive, filtered_logits
 from trainer.sampling.generate import canvas, generate
 from trainer.sampling.settings import SamplingConfig
@@ -191,10 +192,10 @@ def test_a_trained_models_bound_is_below_uniform_and_repeats(unmasking_run):
     run_dir, trainer, _ = unmasking_run
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evaluations = [r for r in records if "val/nll_bound" in r]
-    ln_m = math.log(trainer.vocab.base_size)
+    ln_m = math.log(trainer.files.vocab.base_size)
     assert evaluations[-1]["val/nll_bound"] < ln_m - 0.5
     assert evaluations[-1]["val/bpc_bound"] == pytest.approx(evaluations[-1]["val/nll_bound"] / math.log(2))
-    again = trainer.objective.evaluate(trainer.model, trainer.data.validation_set)
+    again = trainer.objective.evaluate(trainer.runtime.model, trainer.data.validation_set)
     assert again["nll_bound"] == pytest.approx(evaluations[-1]["val/nll_bound"], rel=1e-6)  # deterministic
 
 
@@ -372,9 +373,9 @@ def test_sampling_leaves_training_exactly_as_it_was(tmp_path, corpus_file):
 
 
 def test_a_resume_drops_the_samples_written_after_its_checkpoint(tmp_path):
-    log = SampleLog(tmp_path)
+    log = Samples(lambda model, validation_set: [], tmp_path)
     log.path.write_text("".join(json.dumps({"step": step, "text": "x"}) + "\n" for step in (0, 30, 60)) + '{"ste')
-    resumed = type("Trainer", (), {"state": type("State", (), {"step": 30}), "resumed_from": tmp_path / "c.pt"})
+    resumed = SimpleNamespace(state=SimpleNamespace(step=30), files=SimpleNamespace(resumed_from=tmp_path / "c.pt"))
     log.on_train_start(resumed)
     assert [s["step"] for s in samples_of(tmp_path)] == [0, 30]
 

@@ -12,6 +12,7 @@ import torch
 from stability import Action, RecoveryPolicy, TrainingDiverged
 from tests.conftest import compose_config, tiny_overrides, train
 from trainer.build import build_trainer
+from trainer.plan import plan_job
 from trainer.reporting.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ class WeightsAfterEachStep(Callback):
         self.weights = {}
 
     def on_step_end(self, trainer, metrics):
-        self.weights[trainer.state.step] = [p.detach().clone() for p in trainer.raw_model.parameters()]
+        self.weights[trainer.state.step] = [p.detach().clone() for p in trainer.runtime.raw_model.parameters()]
 
 
 def run_with_recorder(run_dir, overrides):
@@ -35,9 +36,9 @@ def run_with_recorder(run_dir, overrides):
 
     from rich.console import Console
 
-    trainer = build_trainer(compose_config(overrides), run_dir, Console(file=io.StringIO(), width=200))
+    trainer = build_trainer(plan_job(compose_config(overrides), run_dir), Console(file=io.StringIO(), width=200))
     recorder = WeightsAfterEachStep()
-    trainer.reporting.callbacks.callbacks.append(recorder)
+    trainer.callbacks.add_callback(recorder)
     trainer.fit()
     return trainer, recorder.weights
 
@@ -58,7 +59,7 @@ def test_a_bad_step_is_skipped_before_it_reaches_the_weights(tmp_path, corpus_fi
     assert events[0]["check"].split(",")[0] == {"logits": "logits", "loss": "loss", "grads": "grad_norm"}[target]
     final = records(tmp_path)[-1]
     assert final["step"] == 10 and torch.isfinite(torch.tensor(final["val/loss"]))
-    assert all(torch.isfinite(p).all() for p in trainer.raw_model.parameters())
+    assert all(torch.isfinite(p).all() for p in trainer.runtime.raw_model.parameters())
 
 
 def test_corrupted_weights_roll_back_at_once_with_the_params_check(tmp_path, corpus_file):
@@ -71,8 +72,8 @@ def test_corrupted_weights_roll_back_at_once_with_the_params_check(tmp_path, cor
     )
     events = [r for r in records(tmp_path) if "stability/event" in r]
     assert events[0]["check"] == "loss,grad_norm,params" and events[0]["action"] == "rollback"
-    assert trainer.state.rollbacks == 1 and trainer.state.step == 12
-    assert all(torch.isfinite(p).all() for p in trainer.raw_model.parameters())
+    assert trainer.guard.rollbacks == 1 and trainer.state.step == 12
+    assert all(torch.isfinite(p).all() for p in trainer.runtime.raw_model.parameters())
 
 
 def test_repeated_faults_roll_back_with_a_lower_learning_rate(tmp_path, corpus_file):
@@ -93,7 +94,7 @@ def test_repeated_faults_roll_back_with_a_lower_learning_rate(tmp_path, corpus_f
     events = [r for r in records(tmp_path) if "stability/event" in r]
     assert [(e["step"], e["action"]) for e in events] == [(7, "skip"), (8, "rollback"), (5, "rollback")]
     assert events[-1]["lr"] == pytest.approx(3e-3 * 0.25)
-    assert trainer.state.lr_scale == 0.25 and trainer.state.rollbacks == 1 and trainer.state.step == 12
+    assert trainer.guard.lr_scale == 0.25 and trainer.guard.rollbacks == 1 and trainer.state.step == 12
     logs = [r for r in records(tmp_path) if "ms_per_step" in r and r["step"] > 5]
     assert all(r["lr"] == pytest.approx(3e-3 * 0.25) for r in logs)
 
@@ -107,7 +108,7 @@ def test_a_non_finite_validation_loss_rolls_back(tmp_path, corpus_file):
     assert events[0]["check"] == "val" and events[0]["action"] == "rollback" and events[0]["step"] == 10
     assert events[1]["step"] == 5  # back at the checkpoint of step 5
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt_*")) == ["ckpt_0000010.pt", "ckpt_0000015.pt"]
-    assert trainer.state.step == 15 and trainer.state.rollbacks == 1
+    assert trainer.state.step == 15 and trainer.guard.rollbacks == 1
 
 
 def test_an_early_divergence_rolls_back_to_the_in_memory_start(tmp_path, corpus_file):
@@ -122,7 +123,7 @@ def test_an_early_divergence_rolls_back_to_the_in_memory_start(tmp_path, corpus_
         ),
     )
     assert "in-memory state of step 0" in printed
-    assert trainer.state.rollbacks == 1 and trainer.state.step == 6
+    assert trainer.guard.rollbacks == 1 and trainer.state.step == 6
 
 
 def test_policy_raise_stops_at_once(tmp_path, corpus_file):
@@ -169,7 +170,7 @@ def test_stability_state_survives_resume(tmp_path, corpus_file):
     straight, _ = train(tmp_path / "a", tiny_overrides(corpus_file, "max_iters=20", *common))
     train(tmp_path / "b", tiny_overrides(corpus_file, "max_iters=10", *common))
     resumed, _ = train(tmp_path / "b", tiny_overrides(corpus_file, "max_iters=20", "resume=auto", *common))
-    assert (resumed.state.rollbacks, resumed.state.lr_scale) == (1, 0.5)
+    assert (resumed.guard.rollbacks, resumed.guard.lr_scale) == (1, 0.5)
 
     def after(run):
         return [(r["step"], r["train/loss"]) for r in records(tmp_path / run) if r["step"] > 10 and "train/loss" in r]
@@ -234,10 +235,10 @@ def test_a_step_reads_at_most_one_flag(tmp_path, corpus_file, monkeypatch, stabi
         "gradient_accumulation_steps=2",
         "mode=unmasking",
     )
-    trainer = build_trainer(compose_config(overrides), tmp_path, Console(file=io.StringIO()))
+    trainer = build_trainer(plan_job(compose_config(overrides), tmp_path), Console(file=io.StringIO()))
     counter = SyncCounter(monkeypatch)
     per_step = SyncsPerStep(counter)
-    trainer.reporting.callbacks.callbacks.insert(0, per_step)
+    trainer.callbacks.add_callback(per_step)
     trainer.fit()
     between = [per_step.at[s + 1] - per_step.at[s] for s in range(1, 11)]  # steps with no eval and no log
     assert between == [expected] * 10
@@ -247,5 +248,5 @@ def test_a_bad_val_loss_at_step_0_rolls_back_to_the_initial_state(tmp_path, corp
     """Nothing was checkpointed yet: the rollback returns to the in-memory state of step 0."""
     faults = "stability.inject=[{step: 0, target: val, kind: nan}]"
     trainer, printed = train(tmp_path, tiny_overrides(corpus_file, faults, "max_iters=4", "eval_interval=2"))
-    assert trainer.state.step == 4 and trainer.state.rollbacks == 1
+    assert trainer.state.step == 4 and trainer.guard.rollbacks == 1
     assert "rolled back to the in-memory state of step 0" in printed

@@ -15,6 +15,7 @@ from trainer.checkpoint import CheckpointDirectory, load_checkpoint
 from trainer.errors import CheckpointError, ConfigError
 from trainer.objectives.staged import masked_rows
 from trainer.objectives.unmasking import UnmaskingObjective
+from trainer.plan import plan_job
 
 
 def read_metrics(run_dir):
@@ -43,7 +44,7 @@ def test_unmasking_eval_reports_spec_metrics(tmp_path, corpus_file):
         assert key in final
     # sticky masking: exactly ceil(0.25 * 32) = 8 masks in every row
     assert final["val/mask_ratio_min"] == final["val/mask_ratio_max"] == pytest.approx(8 / 32)
-    assert final["val/model_vs_random"] == pytest.approx(final["val/p_correct"] * trainer.vocab.size, rel=1e-4)
+    assert final["val/model_vs_random"] == pytest.approx(final["val/p_correct"] * trainer.files.vocab.size, rel=1e-4)
 
 
 def test_checkpoints_rotate_keep_best_and_load_weights_only(tmp_path, corpus_file):
@@ -71,7 +72,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, corpus_file):
         return [(r["step"], r["train/loss"]) for r in read_metrics(tmp_path / run) if r["step"] > 20]
 
     assert losses("a") == losses("b")
-    for (name, a), b in zip(straight.raw_model.state_dict().items(), resumed.raw_model.state_dict().values()):
+    for (name, a), b in zip(
+        straight.runtime.raw_model.state_dict().items(), resumed.runtime.raw_model.state_dict().values()
+    ):
         assert torch.equal(a, b), name
 
 
@@ -106,15 +109,15 @@ def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path):
 def test_gradient_accumulation_backpropagates_every_micro_batch(tmp_path, corpus_file):
     """Two micro-batches of B give the gradient of their mean loss: each has its own data and backward."""
     overrides = tiny_overrides(corpus_file, "mode=language_model", "gradient_accumulation_steps=2", "optim.grad_clip=0")
-    trainer = build_trainer(compose_config(overrides), tmp_path, Console(file=io.StringIO()))
-    reference = copy.deepcopy(trainer.raw_model)
+    trainer = build_trainer(plan_job(compose_config(overrides), tmp_path), Console(file=io.StringIO()))
+    reference = copy.deepcopy(trainer.runtime.raw_model)
     first, second = trainer.data.stream.get(0, 0), trainer.data.stream.get(0, 1)
     assert not torch.equal(first.inputs, second.inputs)
     trainer.train_step()
     trainer.data.stream.close()
     loss = sum(trainer.objective.loss(reference, batch) for batch in (first, second)) / 2
     loss.backward()
-    for (name, expected), actual in zip(reference.named_parameters(), trainer.raw_model.parameters()):
+    for (name, expected), actual in zip(reference.named_parameters(), trainer.runtime.raw_model.parameters()):
         torch.testing.assert_close(actual.grad, expected.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
@@ -132,19 +135,20 @@ def test_accumulated_micro_batches_equal_one_big_batch(tmp_path, corpus_file, lo
     rows, though random masking gives the two halves different numbers of masked positions. With
     reduction=sample every modifier acts per sample, so that holds with all of them on."""
     cfg = compose_config(tiny_overrides(corpus_file, "masking=random", *loss))
-    trainer = build_trainer(cfg, tmp_path, Console(file=io.StringIO()))
+    trainer = build_trainer(plan_job(cfg, tmp_path), Console(file=io.StringIO()))
     trainer.data.stream.close()
     trainer.state.step = 2  # mid-run: the entropy penalty's pi is above 0
     plan = [(0, trainer.curriculum.train[0], 16)]
-    rows = masked_rows(trainer.data.train_windows, plan, trainer.vocab, torch.Generator().manual_seed(0))
+    rows = masked_rows(trainer.data.train_windows, plan, trainer.files.vocab, torch.Generator().manual_seed(0))
     whole = UnmaskingObjective._assemble(rows)
     halves = [UnmaskingObjective._assemble(rows.rows(0, 8)), UnmaskingObjective._assemble(rows.rows(8, 16))]
     assert halves[0].num_targets != halves[1].num_targets
 
     def loss_and_gradient(batches):
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss = trainer.forward_backward(batches).loss
-        return loss, torch.cat([p.grad.flatten() for p in trainer.raw_model.parameters() if p.grad is not None])
+        trainer.optimization.optimizer.zero_grad(set_to_none=True)
+        trainer.data.step_batches = lambda step, stage, rollbacks: batches
+        loss = trainer.train_step().loss
+        return loss, torch.cat([p.grad.flatten() for p in trainer.runtime.raw_model.parameters() if p.grad is not None])
 
     (loss_a, grad_a), (loss_b, grad_b) = loss_and_gradient([whole]), loss_and_gradient(halves)
     assert torch.allclose(loss_a, loss_b, atol=1e-6)

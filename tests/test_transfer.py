@@ -56,7 +56,7 @@ def test_token_classification_with_model_replacements(tmp_path, corpus_file, unm
     assert not (labels.bool() & ~selected).any()  # only selected positions can be replaced
     # the unmasking model often restores the original character: those positions stay label 0
     assert 0 < labels.sum() < selected.sum()
-    assert not any((b.inputs == trainer.vocab.mask_id).any() for b in batches)  # every mask was filled
+    assert not any((b.inputs == trainer.files.vocab.mask_id).any() for b in batches)  # every mask was filled
     assert all(torch.isfinite(torch.tensor(r["val/loss"])) for r in evals(tmp_path))
 
 
@@ -89,11 +89,11 @@ class TrunkWatch(Callback):
         self.trunk, self.head_steps, self.lrs = {}, {}, {}
 
     def on_step_end(self, trainer, metrics):
-        model, step = trainer.raw_model, trainer.state.step
+        model, step = trainer.runtime.raw_model, trainer.state.step
         self.trunk[step] = [p.detach().clone() for p in model.trunk_parameters()]
         head = model.head_parameters()[0]
-        self.head_steps[step] = int(trainer.optimizer.state[head]["step"])
-        self.lrs[step] = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+        self.head_steps[step] = int(trainer.optimization.optimizer.state[head]["step"])
+        self.lrs[step] = {g["name"]: g["lr"] for g in trainer.optimization.optimizer.param_groups}
 
 
 def two_stage_run(run_dir, corpus_file, checkpoint, *extra):
@@ -103,6 +103,7 @@ def two_stage_run(run_dir, corpus_file, checkpoint, *extra):
 
     from tests.conftest import compose_config
     from trainer.build import build_trainer
+    from trainer.plan import plan_job
 
     overrides = tiny_overrides(
         corpus_file,
@@ -117,9 +118,9 @@ def two_stage_run(run_dir, corpus_file, checkpoint, *extra):
         *extra,
     )
     out = io.StringIO()
-    trainer = build_trainer(compose_config(overrides), run_dir, Console(file=out, width=200))
+    trainer = build_trainer(plan_job(compose_config(overrides), run_dir), Console(file=out, width=200))
     watch = TrunkWatch()
-    trainer.reporting.callbacks.callbacks.append(watch)
+    trainer.callbacks.add_callback(watch)
     trainer.fit()
     return trainer, watch, out.getvalue()
 
@@ -142,13 +143,13 @@ def test_resume_past_the_unfreeze_point(tmp_path, corpus_file, unmasking_checkpo
     straight, _, _ = two_stage_run(tmp_path / "a", corpus_file, unmasking_checkpoint, "max_iters=20")
     two_stage_run(tmp_path / "b", corpus_file, unmasking_checkpoint, "max_iters=10")
     resumed, _, _ = two_stage_run(tmp_path / "b", corpus_file, unmasking_checkpoint, "max_iters=20", "resume=auto")
-    assert resumed.state.unfrozen and len(resumed.optimizer.param_groups) == 4
+    assert resumed.optimization.unfrozen and len(resumed.optimization.optimizer.param_groups) == 4
 
     def after(run):
         return [(r["step"], r["train/loss"]) for r in records(tmp_path / run) if r["step"] > 10 and "train/loss" in r]
 
     assert after("a") == after("b")
-    for a, b in zip(straight.raw_model.parameters(), resumed.raw_model.parameters()):
+    for a, b in zip(straight.runtime.raw_model.parameters(), resumed.runtime.raw_model.parameters()):
         assert torch.equal(a, b)
 
 
@@ -165,8 +166,8 @@ def test_feature_extraction_trains_only_the_head(tmp_path, corpus_file, unmaskin
         ),
     )
     source = torch.load(unmasking_checkpoint, weights_only=True)["model"]
-    state = trainer.raw_model.state_dict()
-    cls_id = trainer.vocab.cls_id
+    state = trainer.runtime.raw_model.state_dict()
+    cls_id = trainer.files.vocab.cls_id
     for key, value in state.items():
         if key.startswith("transformer.") and key != "transformer.wte.weight":
             assert torch.equal(value, source[key]), key

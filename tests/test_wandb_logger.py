@@ -120,7 +120,7 @@ class EventProbe(Callback):
     def on_step_end(self, trainer, metrics) -> None:
         if trainer.state.step == self.step:
             record = {"event": "probe", "note": "text", "value": float("nan")}
-            trainer.reporting.callbacks.on_event(trainer, "probe", record)
+            trainer.callbacks.on_event(trainer, "probe", record)
 
 
 MAKE_CALLBACKS = build.make_callbacks
@@ -132,7 +132,7 @@ def with_probe(monkeypatch, probe_step: int) -> None:
 
     def make_callbacks(*args):
         callbacks = MAKE_CALLBACKS(*args)
-        callbacks.callbacks.append(EventProbe(probe_step))
+        callbacks.add_callback(EventProbe(probe_step))
         return callbacks
 
     monkeypatch.setattr(build, "make_callbacks", make_callbacks)
@@ -150,7 +150,7 @@ def test_every_record_and_the_config_land_in_the_run_and_a_resume_continues_it(
 
     (records,) = offline_runs(run_dir)
     (run,) = of_type(records, "run")
-    run_id = first.state.wandb_run_id
+    run_id = first.callbacks.state_dict().get("wandb_run_id")
     assert run.run_id == run_id and run.project == "unmasking-lab" and not run.run_group
     assert run.display_name == "run" and list(run.tags) == ["test"]
     assert run_config(records) == OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
@@ -173,7 +173,7 @@ def test_every_record_and_the_config_land_in_the_run_and_a_resume_continues_it(
         run_dir, tiny_overrides(corpus_file, *WANDB, "max_iters=12", "eval_interval=4", "log_interval=2", "resume=auto")
     )
 
-    assert resumed.state.wandb_run_id == run_id
+    assert resumed.callbacks.state_dict().get("wandb_run_id") == run_id
     _, records = offline_runs(run_dir)  # the resume's own file, with the same run id
     (run,) = of_type(records, "run")
     assert run.run_id == run_id and run.resume
@@ -197,7 +197,7 @@ from types import SimpleNamespace
 
 from trainer.reporting.wandb_logger import WandbLoggerConfig
 
-trainer = SimpleNamespace(state=SimpleNamespace(wandb_run_id=None))
+trainer = SimpleNamespace(state=SimpleNamespace(step=0))
 logger = WandbLoggerConfig().build(Path(sys.argv[1]), {"seed": 1})
 logger.on_train_start(trainer)
 logger.on_log(trainer, {"step": 2, "train/loss": 1.5})
@@ -222,7 +222,7 @@ def test_an_exception_still_finishes_the_run_with_its_exit_code(tmp_path):
 
 def fake_trainer() -> SimpleNamespace:
     """What the logger reads from a trainer."""
-    return SimpleNamespace(state=SimpleNamespace(wandb_run_id=None, step=4, stage=0, stale_count=0), lr=1e-3)
+    return SimpleNamespace(state=SimpleNamespace(step=4), curriculum=SimpleNamespace(stage=0, stale_count=0), lr=1e-3)
 
 
 def test_a_disabled_or_unstarted_logger_writes_nothing(tmp_path):
@@ -234,7 +234,7 @@ def test_a_disabled_or_unstarted_logger_writes_nothing(tmp_path):
     disabled.on_train_start(trainer)
     disabled.on_log(trainer, {"step": 4, "train/loss": 1.0})
     disabled.on_train_end(trainer)
-    assert list(tmp_path.iterdir()) == [] and trainer.state.wandb_run_id is None
+    assert list(tmp_path.iterdir()) == [] and disabled.state_dict()["wandb_run_id"] is None
 
 
 def test_a_run_wandb_cannot_start_is_one_line_naming_the_mode(tmp_path, monkeypatch):

@@ -5,124 +5,136 @@ checkpoint to resume, the checkpoints a mode or a transfer reads) is checked bef
 is written, into the run directory or the data cache.
 """
 
-import copy
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from rich.console import Console
 
 from models import GPT
-from stability import (
-    CheckName,
-    FaultInjector,
-    GradNormCheck,
-    LogitsCheck,
-    LossCheck,
-    ParamsCheck,
-    StabilityMonitor,
-)
+from stability import CheckName, FaultInjector, GradNormCheck, LogitsCheck, LossCheck, ParamsCheck, StabilityMonitor
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
-from trainer.checkpoint import CheckpointDirectory, architecture_mismatch, check_vocabulary, load_checkpoint
+from trainer.checkpoint import CheckpointDirectory, load_checkpoint, require_compatible
 from trainer.config import Config
-from trainer.contract import check
 from trainer.corpus import PreparedCorpus, load_text, prepare
+from trainer.curriculum import Curriculum
 from trainer.distributed import ONE_PROCESS, Distributed
-from trainer.errors import CheckpointError, DataError
+from trainer.errors import DataError
+from trainer.guard import Guard
 from trainer.loop import Trainer
 from trainer.objectives import Filler, Objective
-from trainer.recovery import Recovery
+from trainer.optimization import Optimization
+from trainer.plan import JobPlan, reconciled
 from trainer.reporting.callbacks import CallbackList
-from trainer.reporting.samples import SampleLog
+from trainer.reporting.samples import Samples
 from trainer.reporting.steps import StepReporter
-from trainer.resume import reconcile, resume_point
-from trainer.sampling.during_training import make_sampler
+from trainer.run_files import RunFiles
+from trainer.runtime import Runtime
+from trainer.sampling.during_training import Sampler, make_sampler
 from trainer.snapshot import write_snapshot
 from trainer.state import TrainState
 from trainer.step import Data
-from trainer.transfer import Transfer, TransferKind
+from trainer.transfer import TransferKind, load_trunk
 from trainer.vocab import Vocabulary
 
 
-def build_trainer(
-    cfg: DictConfig, run_dir: Path, console: Console, overrides: list[str] = (), dist: Distributed = ONE_PROCESS
-) -> Trainer:
-    """The Trainer of a composed config. Under several processes every rank builds the same one;
-    rank 0 alone writes files and reports (the other ranks get no loggers)."""
-    run = check(cfg)
-    checkpoints = run.checkpoint.build(run_dir)
-    resumed_path = resume_point(run, checkpoints)
-    resumed = load_checkpoint(resumed_path) if resumed_path is not None else None
+def build_trainer(plan: JobPlan, console: Console, dist: Distributed = ONE_PROCESS) -> Trainer:
+    """The Trainer of a job plan. Under several processes every rank builds the same one; rank 0
+    alone writes files and reports (the other ranks get no loggers)."""
+    resumed = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
+    changes = []
+    if resumed is not None:  # the run keeps the schedule horizons of the run it continues
+        plan, changes = reconciled(plan, resumed)
+    run = plan.run
     corpus = prepare_corpus(run)
     vocab = corpus.vocab
-    device, autocast, dtype = run.system.resolve()
-    torch.manual_seed(run.seed)
-    model = run.model.build(vocab.size, run.block_size, run.mode.attention, run.mode.head, run.mode.num_classes).to(
-        device
-    )
+    runtime = make_runtime(run, vocab, dist)
     if resumed is not None:
-        check_compatible(resumed, model, vocab)
-    transfer = Transfer(
-        run.transfer, run.optim.weight_decay, lambda groups: run.optim.build(groups, device, run.system.fused_adamw)
-    )
-    if resumed is None and run.transfer.kind != TransferKind.none:
-        transfer.load_trunk(model, run.transfer.checkpoint, vocab)
-    filler = None
-    if run.mode.uses_unmasking_model():
-        filler = Filler.load(run.mode.unmasking_checkpoint, vocab, run.window_length, run.mode.fill, device, autocast)
-    curriculum = run.stages.build(run.masking) if run.mode.staged else None
-    objective = run.mode.build_objective(vocab, curriculum, filler, run.loss)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    faults = FaultInjector(list(run.stability.inject))
-    stability = make_stability_monitor(run, model, scaler, dist)
-    record = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    sampler = make_sampler(run, vocab, objective, autocast)  # may refuse the prompt
+        check_compatible(resumed, runtime.raw_model, vocab)
+    elif run.transfer.kind != TransferKind.none:
+        load_trunk(runtime.raw_model, run.transfer.checkpoint, vocab)
+    curriculum = run.stages.build(run.masking) if run.mode.staged else Curriculum.unstaged()
+    objective = make_objective(run, vocab, curriculum, runtime)
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.dtype == torch.float16)
+    guard = make_guard(run, runtime, scaler)
+    sampler = make_sampler(run, vocab, objective, runtime.autocast)  # may refuse the prompt
     # a logger may refuse (wandb credentials); the other ranks report nothing
-    callbacks = make_callbacks(run, run_dir, console, model, record, dist) if dist.is_main else CallbackList([])
+    callbacks = make_callbacks(plan, console, runtime, sampler) if dist.is_main else CallbackList([], runtime.timer)
 
     # Everything is accepted: from here on files are written (by rank 0, once every rank has read).
     dist.barrier()
-    if resumed is not None:
-        changes = reconcile(resumed, record, run)
-        for line in changes if not run.eval_only and dist.is_main else []:  # an evaluation changes nothing
-            console.print(line, highlight=False, soft_wrap=True)
+    for line in changes if not run.eval_only and dist.is_main else []:  # an evaluation changes nothing
+        console.print(line, highlight=False, soft_wrap=True)
     if dist.is_main:
-        write_files(run, corpus, record, run_dir, overrides)
+        write_files(run, corpus, plan.record, plan.run_dir, plan.overrides)
+    micro_steps = dist.shard(range(run.gradient_accumulation_steps))
     trainer = Trainer(
-        cfg=run,
-        config_record=record,
-        model=torch.compile(model) if run.system.compile else model,
-        raw_model=model,
-        objective=objective,
-        data=make_data(run, corpus, objective, device, dist.shard(range(run.gradient_accumulation_steps))),
-        sampler=sampler if dist.is_main else None,  # rank 0 alone prints and keeps the samples
-        optimizer=transfer.optimizer_for(model, unfrozen=False),
-        scaler=scaler,
-        autocast=autocast,
-        device=device,
-        checkpoints=checkpoints,
-        callbacks=callbacks,
-        vocab=vocab,
-        run_dir=run_dir,
-        stability=stability,
-        recovery=Recovery(run.stability),
-        faults=faults,
-        transfer=transfer,
-        curriculum=curriculum,
-        dist=dist,
+        run,
+        runtime,
+        objective,
+        make_data(run, corpus, objective, runtime.device, micro_steps),
+        make_optimization(run, runtime, scaler),
+        guard,
+        curriculum,
+        RunFiles(plan.run_dir, run.checkpoint.build(plan.run_dir), plan.record, vocab, runtime.timer, dist.is_main),
+        callbacks,
     )
-    faults.attach(model, lambda: trainer.state.step)
-    stability.attach(model)  # after the faults, so the checks see what the faults did
     if resumed is not None:
-        trainer.snapshot = copy.deepcopy(resumed)  # the last good state until this run saves one
-        trainer.load_payload(resumed)
-        faults.load_state_dict(resumed.get("faults", []))
-        trainer.last_checkpoint = trainer.resumed_from = resumed_path
+        trainer.resume(plan.resume_from, resumed)
         if not run.eval_only and dist.is_main:
-            continue_line(checkpoints, trainer.state, console)
+            continue_line(trainer.files.checkpoints, trainer.state, console)
     return trainer
+
+
+def make_runtime(run: Config, vocab: Vocabulary, dist: Distributed) -> Runtime:
+    """The model (seeded: the same initial weights for every rank and every run of this seed)."""
+    device, autocast, dtype = run.system.resolve()
+    torch.manual_seed(run.seed)
+    mode = run.mode
+    model = run.model.build(vocab.size, run.block_size, mode.attention, mode.head, mode.num_classes).to(device)
+    return Runtime(torch.compile(model) if run.system.compile else model, model, device, autocast, dtype, dist)
+
+
+def make_objective(run: Config, vocab: Vocabulary, curriculum: Curriculum, runtime: Runtime) -> Objective:
+    """The mode's objective; a mode that fills positions loads its frozen unmasking model."""
+    filler = None
+    if run.mode.uses_unmasking_model():
+        filler = Filler.load(
+            run.mode.unmasking_checkpoint, vocab, run.window_length, run.mode.fill, runtime.device, runtime.autocast
+        )
+    return run.mode.build_objective(vocab, curriculum if run.mode.staged else None, filler, run.loss)
+
+
+def make_optimization(run: Config, runtime: Runtime, scaler: torch.amp.GradScaler) -> Optimization:
+    optim = run.optim
+    return Optimization(
+        runtime.raw_model,
+        lambda groups: optim.build(groups, runtime.device, run.system.fused_adamw),
+        scaler,
+        lambda step: optim.learning_rate(step, run.max_iters),
+        run.transfer,
+        optim.weight_decay,
+        optim.grad_clip,
+        runtime.timer,
+    )
+
+
+def make_guard(run: Config, runtime: Runtime, scaler: torch.amp.GradScaler) -> Guard:
+    available = {
+        CheckName.logits: LogitsCheck,
+        CheckName.loss: LossCheck,
+        CheckName.grad_norm: lambda: GradNormCheck(scaler.is_enabled()),
+        CheckName.params: lambda: ParamsCheck(list(runtime.raw_model.parameters())),
+    }
+    checks = set(run.stability.checks)
+    monitor = StabilityMonitor(
+        [make() for name, make in available.items() if name in checks],
+        check_val_loss=CheckName.val in checks,
+        agree=runtime.dist.any_,  # every rank reaches the same verdict
+    )
+    return Guard(monitor, run.stability, FaultInjector(list(run.stability.inject)), runtime.timer)
 
 
 def write_files(run: Config, corpus: PreparedCorpus, record: dict, run_dir: Path, overrides: list[str]) -> None:
@@ -186,40 +198,20 @@ def prepare_corpus(run: Config) -> PreparedCorpus:
 
 
 def check_compatible(payload: dict, model: GPT, vocab: Vocabulary) -> None:
-    differences = architecture_mismatch(payload["architecture"], model.config.architecture())
-    if differences:
-        raise CheckpointError(
-            "resume",
-            "the checkpoint's architecture differs from the config: " + ", ".join(differences),
-            "a checkpoint of the configured architecture, or matching model.* overrides",
-        )
-    check_vocabulary(payload, vocab, "resume", "the data the checkpoint was trained on")
-
-
-def make_stability_monitor(
-    run: Config, model: GPT, scaler: torch.amp.GradScaler, dist: Distributed
-) -> StabilityMonitor:
-    available = {
-        CheckName.logits: LogitsCheck,
-        CheckName.loss: LossCheck,
-        CheckName.grad_norm: lambda: GradNormCheck(scaler.is_enabled()),
-        CheckName.params: lambda: ParamsCheck(list(model.parameters())),
-    }
-    checks = set(run.stability.checks)
-    return StabilityMonitor(
-        [make() for name, make in available.items() if name in checks],
-        check_val_loss=CheckName.val in checks,
-        agree=dist.any_,  # every rank reaches the same verdict
+    problem = "the checkpoint's architecture differs from the config"
+    allowed = (
+        "a checkpoint of the configured architecture, or matching model.* overrides",
+        "the data the checkpoint was trained on",
     )
+    require_compatible(payload, payload["architecture"], model.config.architecture(), vocab, "resume", problem, allowed)
 
 
-def make_callbacks(
-    run: Config, run_dir: Path, console: Console, model: GPT, record: dict, dist: Distributed
-) -> CallbackList:
+def make_callbacks(plan: JobPlan, console: Console, runtime: Runtime, sampler: Sampler | None) -> CallbackList:
     """The step reporter and the chosen loggers; eval_only writes its own file and no logger's.
     Throughput counts the tokens of every rank, so MFU is measured against every rank's device."""
-    peak_flops = run.system.peak_flops * dist.world_size
-    callbacks = [StepReporter(run.log_interval, model.estimate_flops_per_token(), peak_flops)]
+    run, run_dir = plan.run, plan.run_dir
+    peak_flops = run.system.peak_flops * runtime.dist.world_size
+    callbacks = [StepReporter(run.log_interval, runtime.raw_model.estimate_flops_per_token(), peak_flops)]
     loggers = run.logger
     if loggers.console is not None:
         callbacks.append(loggers.console.build(console))
@@ -229,10 +221,10 @@ def make_callbacks(
         if loggers.plot is not None:  # after the jsonl logger: it draws what that one wrote
             callbacks.append(loggers.plot.build(run_dir, loggers.jsonl.filename))
         if loggers.wandb is not None:
-            callbacks.append(loggers.wandb.build(run_dir, record, sweep_name()))
-        if run.sample.num_samples:
-            callbacks.append(SampleLog(run_dir))
-    return CallbackList(callbacks)
+            callbacks.append(loggers.wandb.build(run_dir, plan.record, sweep_name()))
+        if sampler is not None:  # last: the samples follow the evaluation's lines
+            callbacks.append(Samples(sampler, run_dir))
+    return CallbackList(callbacks, runtime.timer)
 
 
 def sweep_name() -> str | None:

@@ -255,3 +255,15 @@ def architecture_mismatch(saved: dict, configured: dict) -> list[str]:
     """`key: saved -> configured` for every architecture key that differs."""
     keys = sorted(set(saved) | set(configured))
     return [f"{k}: {saved.get(k)} -> {configured.get(k)}" for k in keys if saved.get(k) != configured.get(k)]
+
+
+def require_compatible(
+    payload: dict, saved: dict, configured: dict, vocab: Vocabulary, key: str, problem: str, allowed: tuple[str, str]
+) -> None:
+    """Refuse a checkpoint whose architecture (`saved`, against this run's `configured`) or vocabulary
+    differ: CheckpointError naming `key`, with `problem` and each difference, and what is allowed
+    (for the architecture, for the vocabulary)."""
+    differences = architecture_mismatch(saved, configured)
+    if differences:
+        raise CheckpointError(key, f"{problem}: " + ", ".join(differences), allowed[0])
+    check_vocabulary(payload, vocab, key, allowed[1])

@@ -22,6 +22,7 @@ from trainer.corpus import DataConfig
 from trainer.curriculum import StagesConfig
 from trainer.distributed import world_size_from_env
 from trainer.errors import ConfigError, require_plain_name
+from trainer.knobs import FREE_ON_RESUME
 from trainer.loss import LossConfig
 from trainer.objectives import MODES, ModeConfig
 from trainer.optim import OptimConfig
@@ -55,6 +56,9 @@ class LoggerConfig:
 
 @dataclass
 class Config:
+    """The run config. A field marked FREE_ON_RESUME (run length, reporting, where files go) may
+    change on resume without `resume_changes`; so may such fields of the components' configs."""
+
     mode: ModeConfig = MISSING
     # one strategy from conf/masking/, trained alone by stages=single; null when the stages carry their own
     masking: Any = None
@@ -63,29 +67,32 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    system: SystemConfig = field(default_factory=SystemConfig)
+    system: SystemConfig = field(default_factory=SystemConfig, metadata=FREE_ON_RESUME)
     stability: StabilityConfig = field(default_factory=StabilityConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    sample: SamplingConfig = field(default_factory=SamplingConfig)  # the samples of each evaluation
-    run_name: str = MISSING  # the run folder's name under outputs/
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=FREE_ON_RESUME)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata=FREE_ON_RESUME)
+    # the samples of each evaluation
+    sample: SamplingConfig = field(default_factory=SamplingConfig, metadata=FREE_ON_RESUME)
+    run_name: str = field(default=MISSING, metadata=FREE_ON_RESUME)  # the run folder's name under outputs/
     seed: Annotated[int, Interval(ge=0, le=MAX_COUNT)] = 1337
-    max_iters: Annotated[int, Interval(ge=0, le=MAX_COUNT)] = 600  # optimizer steps
-    eval_interval: Positive = 25
-    eval_iters: Positive = 5  # batches of the fixed validation set (and of fresh training batches)
-    log_interval: Positive = 25
+    # optimizer steps
+    max_iters: Annotated[int, Interval(ge=0, le=MAX_COUNT)] = field(default=600, metadata=FREE_ON_RESUME)
+    eval_interval: Positive = field(default=25, metadata=FREE_ON_RESUME)
+    # batches of the fixed validation set (and of fresh training batches)
+    eval_iters: Positive = field(default=5, metadata=FREE_ON_RESUME)
+    log_interval: Positive = field(default=25, metadata=FREE_ON_RESUME)
     batch_size: Positive = 32  # rows per micro-batch
     block_size: Positive = 128  # tokens per row seen by the model
     gradient_accumulation_steps: Positive = 1  # micro-batches per optimizer step
     # none: start fresh (refused if the run folder holds checkpoints); auto: continue the run folder's
     # latest checkpoint, or start fresh; a path: continue from that checkpoint file
-    resume: str = "none"
+    resume: str = field(default="none", metadata=FREE_ON_RESUME)
     # keys a resumed run may change besides run length and reporting, e.g. [optim.lr]
-    resume_changes: list[str] = field(default_factory=list)
+    resume_changes: list[str] = field(default_factory=list, metadata=FREE_ON_RESUME)
     # evaluate the checkpoint to resume and exit: prints its metrics and appends them to
     # evaluations.jsonl in the run folder; nothing else is written
-    eval_only: bool = False
+    eval_only: bool = field(default=False, metadata=FREE_ON_RESUME)
 
     def __post_init__(self):
         require_plain_name("run_name", self.run_name)

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 from annotated_types import Ge, Interval
 
 from trainer.errors import DataError
+from trainer.knobs import FREE_ON_RESUME
 from trainer.vocab import Vocabulary
 
 FORMAT_VERSION = 1
@@ -38,10 +39,13 @@ class DataConfig:
     name: CorpusName = CorpusName.shakespeare
     path: str | None = None  # data=text: a UTF-8 file, or a folder (every file below it, in sorted order)
     # prepared token files, one folder per corpus content
-    cache_dir: str = "${oc.env:UNMASKING_LAB_CACHE,${oc.env:HOME}/.cache/unmasking-lab}"
+    cache_dir: str = field(
+        default="${oc.env:UNMASKING_LAB_CACHE,${oc.env:HOME}/.cache/unmasking-lab}", metadata=FREE_ON_RESUME
+    )
     val_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.1  # the last part of the text
     paragraph_boundaries: bool = False  # start windows only after a blank line
-    prefetch: Annotated[int, Ge(1)] = 4  # training batches prepared ahead by the background producer
+    # training batches prepared ahead by the background producer
+    prefetch: Annotated[int, Ge(1)] = field(default=4, metadata=FREE_ON_RESUME)
 
     def __post_init__(self):
         if self.name == CorpusName.text and not self.path:

@@ -1,7 +1,8 @@
 """The stage curriculum: which masking strategies a batch uses, and when to move to the next stage.
 
-The curriculum itself is fixed; its progress (stage index, stale count, best val loss of the
-stage) lives in TrainState, so checkpoints and resumes carry it.
+The stages are fixed; the curriculum owns its progress (stage index, stale count, best val loss of
+the stage) and hands it to checkpoints (`state_dict`), so resumes carry it. An unstaged mode has a
+curriculum without stages, which never advances.
 """
 
 import math
@@ -14,7 +15,6 @@ from annotated_types import Ge
 import masking
 from masking import MaskingStrategy
 from trainer.errors import ConfigError
-from trainer.state import TrainState
 
 Patience = Annotated[int, Ge(1)]
 
@@ -88,6 +88,18 @@ class Advance:
 class Curriculum:
     def __init__(self, train: list[Stage], validation: list[Stage], mix: str):
         self.train, self.validation, self.mix = train, validation, mix
+        self.stage = 0  # the current training stage
+        self.stale_count = 0  # evaluations since the stage's best val loss
+        self.stage_best = math.inf  # best overall val loss within the current stage
+
+    @classmethod
+    def unstaged(cls) -> "Curriculum":
+        """The curriculum of a mode whose data does not follow stages: stage 0 for ever."""
+        return cls([], [], StageMix.current.value)
+
+    @property
+    def staged(self) -> bool:
+        return bool(self.train)
 
     def training_rows(self, stage: int, batch_size: int) -> list[tuple[int, int]]:
         """(stage, rows) pairs that make up a training batch while at `stage`."""
@@ -96,18 +108,28 @@ class Curriculum:
         stages = range(stage + 1) if self.mix == "cumulative" else range(len(self.train))
         return split_evenly(list(stages), batch_size)
 
-    def after_eval(self, state: TrainState, val_loss: float) -> Advance | None:
+    def after_eval(self, val_loss: float) -> Advance | None:
         """Apply one evaluation's overall val loss: a new best resets patience, otherwise it runs out."""
-        if val_loss < state.stage_best:
-            state.stage_best, state.stale_count = val_loss, 0
+        if not self.staged:
             return None
-        state.stale_count += 1
-        is_last = state.stage == len(self.train) - 1
-        if is_last or state.stale_count < self.train[state.stage].patience:
+        if val_loss < self.stage_best:
+            self.stage_best, self.stale_count = val_loss, 0
             return None
-        previous, stale = state.stage, state.stale_count
-        state.stage, state.stale_count, state.stage_best = state.stage + 1, 0, math.inf
-        return Advance(previous=previous, stage=state.stage, stale_count=stale)
+        self.stale_count += 1
+        is_last = self.stage == len(self.train) - 1
+        if is_last or self.stale_count < self.train[self.stage].patience:
+            return None
+        previous, stale = self.stage, self.stale_count
+        self.stage, self.stale_count, self.stage_best = self.stage + 1, 0, math.inf
+        return Advance(previous=previous, stage=self.stage, stale_count=stale)
+
+    def state_dict(self) -> dict:
+        return {"stage": self.stage, "stale_count": self.stale_count, "stage_best": self.stage_best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stage = state.get("stage", 0)
+        self.stale_count = state.get("stale_count", 0)
+        self.stage_best = state.get("stage_best", math.inf)
 
 
 def split_evenly(items: list[int], total: int) -> list[tuple[int, int]]:

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from annotated_types import Ge, Interval
 
 from trainer.errors import ConfigError
+from trainer.knobs import horizon
 
-ENTROPY_EMA_DECAY = 0.99  # the logged multiplier is an EMA over steps, kept in the train state
+ENTROPY_EMA_DECAY = 0.99  # the logged multiplier is an EMA over the good steps, kept in checkpoints
 
 
 class Reduction(str, Enum):
@@ -42,7 +43,10 @@ class Reduction(str, Enum):
 class EntropyPenaltyConfig:
     max: Annotated[float, Ge(0)] = 0.0  # pi reached at the end of the ramp; 0 turns the penalty off
     start_iter: Annotated[int, Ge(0)] = 0  # pi ramps linearly from 0 at this step ...
-    end_iter: Annotated[int, Ge(1)] | None = None  # ... to `max` at this one (null: max_iters)
+    # ... to `max` at this one (null: max_iters of the run that started: a resume keeps the horizon)
+    end_iter: Annotated[int, Ge(1)] | None = field(
+        default=None, metadata=horizon("the entropy penalty reaches its max at step {}", off_when_zero="max")
+    )
 
     def __post_init__(self):
         if self.max == 0:
@@ -143,12 +147,32 @@ def plain_loss(predictions: Predictions) -> torch.Tensor:
     return _mean(nll, predictions.position_weight)
 
 
+class EntropyEMA:
+    """The entropy penalty's multiplier as logged: an EMA (decay 0.99) over the applied steps, kept
+    on the device between checkpoints (updated without a host sync)."""
+
+    def __init__(self):
+        self.value = torch.tensor(1.0)
+
+    def update(self, multiplier: torch.Tensor | None) -> None:
+        if multiplier is not None:
+            self.value = self.value.to(multiplier.device)  # a copy the first time only
+            self.value.mul_(ENTROPY_EMA_DECAY).add_(multiplier, alpha=1 - ENTROPY_EMA_DECAY)
+
+    def state_dict(self) -> dict:
+        return {"entropy_multiplier_ema": self.value.item()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value.fill_(state.get("entropy_multiplier_ema", 1.0))
+
+
 class ClassificationLoss:
     """The training loss of a per-position classifier with the modifiers of `LossConfig`."""
 
     def __init__(self, cfg: LossConfig, base_classes: int):
         self.cfg, self.base_classes = cfg, base_classes
         self.max_entropy = math.log(base_classes - 1) if base_classes > 2 else 0.0
+        self.ema = EntropyEMA()
 
     def __call__(self, predictions: Predictions, penalty: float = 0.0) -> TrainingLoss:
         """`penalty`: pi at this step (`EntropyPenaltyConfig.strength`)."""

@@ -8,6 +8,7 @@ import torch
 from annotated_types import Ge, Gt, Interval, Len
 
 from trainer.errors import ConfigError
+from trainer.knobs import horizon
 from trainer.schedule import learning_rate
 
 Beta = Annotated[float, Interval(ge=0, lt=1)]
@@ -26,7 +27,10 @@ class OptimConfig:
     weight_decay: Annotated[float, Ge(0)] = 0.1  # on tensors with dim >= 2 only
     grad_clip: Annotated[float, Ge(0)] = 1.0  # 0: no clipping (the norm is still measured)
     warmup_iters: Annotated[int, Ge(0)] = 100
-    lr_decay_iters: Annotated[int, Ge(0)] | None = None  # null: decay until max_iters
+    # null: decay until max_iters (of the run that started: a resume keeps the horizon)
+    lr_decay_iters: Annotated[int, Ge(0)] | None = field(
+        default=None, metadata=horizon("the learning rate decays until step {}")
+    )
     schedule: Schedule = Schedule.cosine
 
     def __post_init__(self):

@@ -3,51 +3,19 @@
 Run length and reporting may change (each change is printed); anything that changes what is being
 trained (optimizer, schedule, masking, stages, mode, data, seed) is refused unless the user names
 the keys in `resume_changes=[...]`. Raising max_iters keeps the original horizons of the learning
-rate decay and of the entropy penalty's ramp, so neither jumps.
+rate decay and of the entropy penalty's ramp, so neither jumps. Which keys are free and which are
+horizons is declared on the config fields themselves (trainer/knobs.py).
 """
 
-import copy
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from trainer.checkpoint import LINEAGE, CheckpointDirectory, find_checkpoint, load_checkpoint, step_in_name
+from trainer.checkpoint import LINEAGE, CheckpointDirectory, find_checkpoint, step_in_name
 from trainer.config import Config
-from trainer.contract import check
 from trainer.errors import ConfigError
-from trainer.reporting.summary import SUMMARY
-
-# Keys (and the keys below them) that a resumed run may change without asking.
-FREE_TO_CHANGE = (
-    "max_iters",
-    "eval_interval",
-    "eval_iters",
-    "log_interval",
-    "resume",
-    "resume_changes",
-    "eval_only",
-    "run_name",
-    "checkpoint",
-    "logger",
-    "system",
-    "data.cache_dir",
-    "data.prefetch",
-    "sample",
-    "mode.bound_draws",
-)
-
-
-def check_resume(run: Config, record: dict, run_dir: Path) -> None:
-    """Refuse now what building the run in `run_dir` would refuse about resuming: a fresh run into
-    a used folder, eval_only without a checkpoint, a checkpoint that cannot be read, a changed
-    config. Reads only the checkpoint's stored config (the file is mapped, not loaded)."""
-    run = copy.deepcopy(run)
-    path = resume_point(run, run.checkpoint.build(run_dir))
-    if path is not None:
-        reconcile(load_checkpoint(path, lazy=True), copy.deepcopy(record), run)
-    elif run.resume == "auto":
-        check_restart(record, run, run_dir)
+from trainer.knobs import free_on_resume, horizons
 
 
 def check_restart(record: dict, run: Config, run_dir: Path) -> None:
@@ -64,26 +32,6 @@ def check_restart(record: dict, run: Config, run_dir: Path) -> None:
             f"{run_dir} holds a run without a checkpoint whose config differs ({refused})",
             "the same values to start it again, or another run_name for a new run",
         )
-
-
-def finished_run(cfg: DictConfig, run_dir: Path) -> dict | None:
-    """The summary of the run in `run_dir` when resume=auto finds it finished: summary.json says
-    done at max_iters, and the latest checkpoint is at max_iters with this config (what may change on
-    a resume aside). None when there is something to train or evaluate. Reads the summary and the
-    checkpoint's stored config only; raises ConfigError for a config the checkpoint's refuses."""
-    run = check(cfg)
-    summary_file = run_dir / SUMMARY
-    if run.resume != "auto" or run.eval_only or not summary_file.is_file():
-        return None
-    summary = json.loads(summary_file.read_text())
-    path = run.checkpoint.build(run_dir).latest()
-    if summary.get("status") != "done" or summary.get("step") != run.max_iters or path is None:
-        return None
-    payload = load_checkpoint(path, lazy=True)
-    if payload["state"]["step"] != run.max_iters:
-        return None
-    reconcile(payload, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), run)
-    return summary
 
 
 def resume_point(run: Config, checkpoints: CheckpointDirectory) -> Path | None:
@@ -165,9 +113,18 @@ def flatten(tree, prefix: str = "") -> dict:
     return flat
 
 
-def reconcile(payload: dict, current: dict, run: Config) -> list[str]:
+@dataclass(frozen=True)
+class Reconciliation:
+    """What resuming a checkpoint changes in this run: the schedule horizons it keeps (dotted key ->
+    step, each null in this run's config) and the lines that say what changed, to print."""
+
+    horizons: dict[str, int]
+    lines: list[str]
+
+
+def reconcile(payload: dict, current: dict, run: Config) -> Reconciliation:
     """Check the differences between the config of the checkpoint `payload` and this run's
-    (`current`, the record the new checkpoints will store); return the lines that say what changed.
+    (`current`, the record the new checkpoints will store); neither is changed.
 
     Raises ConfigError listing `key: saved -> now` for changes nobody asked for, and for a
     max_iters below the checkpoint's step.
@@ -179,9 +136,9 @@ def reconcile(payload: dict, current: dict, run: Config) -> list[str]:
             f"{run.max_iters} is below the step of the checkpoint resumed ({step})",
             f"an integer >= {step}, or eval_only=true to evaluate it",
         )
-    saved = copy.deepcopy(payload["config"])
-    lines = keep_horizons(saved, current, run)
-    before, after = flatten(saved), flatten(current)
+    saved_horizons, kept = schedule_horizons(payload["config"], run)
+    before = {**flatten(payload["config"]), **saved_horizons}
+    after = {**flatten(current), **kept}
     changed, refused = config_changes(before, after, run)
     if refused:
         raise ConfigError(
@@ -192,44 +149,42 @@ def reconcile(payload: dict, current: dict, run: Config) -> list[str]:
     # the user typed resume and eval_only to resume; run_name is the folder's name, a timestamp by default
     shown = [k for k in changed if k not in ("resume", "eval_only", "run_name")]
     changes = [f"resume: {k} changed {before.get(k)!r} -> {after.get(k)!r}" for k in shown]
-    return changes + lines
+    return Reconciliation(kept, changes + horizon_lines(kept, run))
 
 
 def config_changes(before: dict, after: dict, run: Config) -> tuple[list[str], str]:
     """The keys whose values differ between two flattened configs, and `key: saved -> now` for each
     of them a resume may not change unless `resume_changes` names it ("" when there is none)."""
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    asked = tuple(run.resume_changes)
-    refused = [k for k in changed if not _matches(k, FREE_TO_CHANGE) and not _matches(k, asked)]
+    free, asked = free_on_resume(run), tuple(run.resume_changes)
+    refused = [k for k in changed if not _matches(k, free) and not _matches(k, asked)]
     return changed, "; ".join(f"{k}: {_short(before.get(k))} -> {_short(after.get(k))}" for k in refused)
 
 
-# Schedules whose `null` end means "at max_iters" of the run that started them: (section, key, the
-# key of the section that is falsy when the schedule is off, what the horizon is, in words). A resume
-# that raises max_iters keeps the horizon instead of making the schedule jump.
-HORIZONS = (
-    ("optim", "lr_decay_iters", None, "the learning rate decays until step {}"),
-    ("loss.entropy_penalty", "end_iter", "max", "the entropy penalty reaches its max at step {}"),
-)
-
-
-def keep_horizons(saved: dict, current: dict, run: Config) -> list[str]:
-    """Write each schedule's horizon out in both configs (and the run), so it is compared and saved
-    as a number; returns a line for each horizon that now differs from max_iters."""
-    lines = []
-    for section, key, switch, says in HORIZONS:
-        saved_node, current_node = _node(saved, section), _node(current, section)
-        if saved_node is None or (switch is not None and not saved_node.get(switch)):
+def schedule_horizons(saved: dict, run: Config) -> tuple[dict[str, int], dict[str, int]]:
+    """The horizon of each schedule of the run resumed, as a number (null meant its max_iters), so it
+    is compared and saved as one; and those this run keeps (its own is null), so raising max_iters
+    does not make the schedule jump."""
+    saved_horizons, kept = {}, {}
+    for horizon in horizons(run):
+        section, _, key = horizon.key.rpartition(".")
+        node = _node(saved, section)
+        if node is None or (horizon.off_when_zero is not None and not node.get(horizon.off_when_zero)):
             continue  # no such schedule in the run resumed (an older checkpoint, or the schedule off)
-        horizon = saved_node[key] = saved_node.get(key) or saved["max_iters"]
-        run_node = _attribute(run, section)
-        if getattr(run_node, key) is not None:
-            continue
-        setattr(run_node, key, horizon)
-        current_node[key] = horizon
-        if horizon != run.max_iters:
-            lines.append(f"resume: {says.format(horizon)}, as in the run resumed ({section}.{key})")
-    return lines
+        saved_horizons[horizon.key] = node.get(key) or saved["max_iters"]
+        if getattr(_attribute(run, section), key) is None:
+            kept[horizon.key] = saved_horizons[horizon.key]
+    return saved_horizons, kept
+
+
+def horizon_lines(kept: dict[str, int], run: Config) -> list[str]:
+    """A line for each kept horizon that now differs from max_iters."""
+    says = {horizon.key: horizon.says for horizon in horizons(run)}
+    return [
+        f"resume: {says[key].format(step)}, as in the run resumed ({key})"
+        for key, step in kept.items()
+        if step != run.max_iters
+    ]
 
 
 def _node(tree: dict, dotted: str) -> dict | None:
@@ -238,10 +193,10 @@ def _node(tree: dict, dotted: str) -> dict | None:
     return tree
 
 
-def _attribute(run: Config, dotted: str):
+def _attribute(node, dotted: str):
     for name in dotted.split("."):
-        run = getattr(run, name)
-    return run
+        node = getattr(node, name)
+    return node
 
 
 def _short(value, limit: int = 80) -> str:

@@ -1,8 +1,8 @@
-"""Everything about a run's progress that a checkpoint must restore, in one place."""
+"""The run's progress, and the random states a checkpoint restores."""
 
 import math
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -10,26 +10,21 @@ import torch
 
 @dataclass
 class TrainState:
+    """The run's progress. The other parts keep their own state (the curriculum's stage, the guard's
+    counters, the optimization's frozen set, ...); a checkpoint composes them (trainer/loop.py)."""
+
     step: int = 0  # the next optimizer step to run
     best_val_loss: float = math.inf
     best_step: int | None = None  # the step whose state best.pt holds (None: no evaluation yet)
     tokens_seen: int = 0
-    stage: int = 0  # curriculum: the current training stage
-    stale_count: int = 0  # evaluations since the stage's best val loss
-    stage_best: float = math.inf  # best overall val loss within the current stage
-    lr_scale: float = 1.0  # stability: product of the learning-rate backoffs of all rollbacks
-    rollbacks: int = 0  # stability: also keys the batches, so a rollback draws fresh ones
-    bad_steps: list[int] = field(default_factory=list)  # stability: recent skipped steps
-    unfrozen: bool = False  # transfer=two_stage: the trunk has joined the optimizer
-    entropy_multiplier_ema: float = 1.0  # loss.entropy_penalty: EMA (0.99) of the loss multiplier
-    wandb_run_id: str | None = None  # logger.wandb: the wandb run this training continues
 
     def state_dict(self) -> dict:
         return asdict(self)
 
     def load_state_dict(self, data: dict) -> None:
-        for key, value in data.items():
-            setattr(self, key, value)
+        for key in self.state_dict():
+            if key in data:
+                setattr(self, key, data[key])
 
 
 def capture_rng() -> dict:

@@ -36,6 +36,11 @@ class Data:
     train_windows: TokenWindows  # for the fresh training batches of an evaluation
     validation_set: list[Batch]  # fixed, on the device
 
+    def step_batches(self, step: int, stage: int, rollbacks: int) -> list[Batch]:
+        """This process's CPU micro-batches of `step` (global micro-step indices); the rollback count
+        keys them, so a re-run step after a rollback draws fresh batches."""
+        return [self.stream.get(step, micro_step, stage, rollbacks) for micro_step in self.stream.micro_steps]
+
 
 def weighted_sum(parts: list[tuple[float, TrainingLoss]]) -> TrainingLoss:
     """The step's loss from its micro-batches' (share, loss): losses already carry their share."""

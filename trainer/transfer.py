@@ -1,11 +1,6 @@
-"""Transfer learning: a trunk from a checkpoint of any mode, frozen or not, and the two-stage unfreeze.
+"""Transfer learning: a trunk from a checkpoint of any mode, frozen or not, and the two-stage unfreeze
+(SPEC 10). The optimizer's side of freezing and unfreezing lives in trainer/optimization.py."""
 
-The optimizer's structure follows the frozen state: while the trunk is frozen it holds only the
-head; unfreezing adds the trunk as groups of their own (with `lr_multiplier`), so the head keeps
-its Adam state and the trunk's learning rate stays scaled for the rest of the run.
-"""
-
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated
@@ -14,7 +9,7 @@ import torch
 from annotated_types import Ge, Gt
 
 from models import GPT
-from trainer.checkpoint import architecture_mismatch, check_vocabulary, find_checkpoint, load_checkpoint
+from trainer.checkpoint import find_checkpoint, load_checkpoint, require_compatible
 from trainer.errors import CheckpointError, ConfigError
 from trainer.vocab import Vocabulary
 
@@ -64,74 +59,26 @@ class TransferConfig:
         return self.kind in (TransferKind.feature_extraction, TransferKind.two_stage)
 
 
-class Transfer:
-    def __init__(
-        self,
-        config: TransferConfig,
-        weight_decay: float,
-        make_optimizer: Callable[[list[dict]], torch.optim.Optimizer],
-    ):
-        self.config, self.weight_decay, self.make_optimizer = config, weight_decay, make_optimizer
-
-    def load_trunk(self, model: GPT, path: str, vocab: Vocabulary) -> None:
-        """Copy the trunk (`transformer.*`) of the checkpoint at `path`; the head keeps its fresh init."""
-        payload = load_checkpoint(path, key="transfer.checkpoint")
-        saved = {k: payload["architecture"].get(k) for k in model.config.trunk()}
-        differences = architecture_mismatch(saved, model.config.trunk())
-        if differences:
-            raise CheckpointError(
-                "transfer.checkpoint",
-                "its trunk differs from the configured model: " + ", ".join(differences),
-                "a checkpoint with the same model.* sizes and vocabulary",
-            )
-        check_vocabulary(payload, vocab, "transfer.checkpoint", "a checkpoint trained on the same data")
-        trunk = {k: v for k, v in payload["model"].items() if k.startswith("transformer.")}
-        if "transformer.wpe.weight" in trunk:  # learned positions: keep the rows this block size uses
-            trunk["transformer.wpe.weight"] = trunk["transformer.wpe.weight"][: model.config.block_size]
-        try:
-            model.load_state_dict(trunk, strict=False)
-        except RuntimeError as err:
-            raise CheckpointError(
-                "transfer.checkpoint",
-                f"its trunk does not fit ({str(err).splitlines()[-1].strip()})",
-                "a checkpoint with the same model.* sizes",
-            ) from None
-        with torch.no_grad():
-            model.transformer.wte.weight[vocab.cls_id].normal_(0.0, CLS_INIT_STD)
-
-    def optimizer_for(self, model: GPT, unfrozen: bool) -> torch.optim.Optimizer:
-        """A fresh optimizer whose groups match the frozen state (its state is loaded right after)."""
-        trainable = not self.config.freezes or unfrozen
-        model.transformer.requires_grad_(trainable)
-        if not self.config.freezes:
-            return self.make_optimizer(model.param_groups(self.weight_decay))
-        groups = model.param_groups(self.weight_decay, model.head_parameters())
-        if unfrozen:
-            groups += self.trunk_groups(model)
-        return self.make_optimizer(groups)
-
-    def trunk_groups(self, model: GPT) -> list[dict]:
-        groups = model.param_groups(self.weight_decay, model.trunk_parameters(), prefix="trunk_")
-        return [{**group, "lr_multiplier": self.config.unfreeze_lr_multiplier} for group in groups]
-
-    def maybe_unfreeze(self, trainer) -> None:
-        state = trainer.state
-        unfreeze_at = self.config.unfreeze_at_iteration
-        if unfreeze_at is None or state.unfrozen or state.step < unfreeze_at:
-            return
-        model = trainer.raw_model
-        model.transformer.requires_grad_(True)
-        trainer.follow_trainable()  # DDP: the trunk's gradients join the all-reduce
-        for group in self.trunk_groups(model):  # the head's groups and Adam state stay as they are
-            trainer.optimizer.add_param_group(group)
-        state.unfrozen = True
-        multiplier = self.config.unfreeze_lr_multiplier
-        trainer.reporting.callbacks.on_event(
-            trainer,
-            f"unfroze the trunk at step {state.step}: its LR is the scheduled LR x {multiplier:g}; "
-            f"{parameter_summary(model)}",
-            {"event": "unfreeze", "lr": trainer.lr, "lr_multiplier": multiplier},
-        )
+def load_trunk(model: GPT, path: str, vocab: Vocabulary) -> None:
+    """Copy the trunk (`transformer.*`) of the checkpoint at `path`; the head keeps its fresh init."""
+    payload = load_checkpoint(path, key="transfer.checkpoint")
+    saved = {k: payload["architecture"].get(k) for k in model.config.trunk()}
+    problem = "its trunk differs from the configured model"
+    allowed = ("a checkpoint with the same model.* sizes and vocabulary", "a checkpoint trained on the same data")
+    require_compatible(payload, saved, model.config.trunk(), vocab, "transfer.checkpoint", problem, allowed)
+    trunk = {k: v for k, v in payload["model"].items() if k.startswith("transformer.")}
+    if "transformer.wpe.weight" in trunk:  # learned positions: keep the rows this block size uses
+        trunk["transformer.wpe.weight"] = trunk["transformer.wpe.weight"][: model.config.block_size]
+    try:
+        model.load_state_dict(trunk, strict=False)
+    except RuntimeError as err:
+        raise CheckpointError(
+            "transfer.checkpoint",
+            f"its trunk does not fit ({str(err).splitlines()[-1].strip()})",
+            "a checkpoint with the same model.* sizes",
+        ) from None
+    with torch.no_grad():
+        model.transformer.wte.weight[vocab.cls_id].normal_(0.0, CLS_INIT_STD)
 
 
 def parameter_summary(model: torch.nn.Module) -> str:

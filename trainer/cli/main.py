@@ -13,10 +13,10 @@ folder rank 0 decided is everyone's, and only rank 0 writes and prints.
 
 import argparse
 import os
-import re
 import shutil
 import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import version
@@ -32,92 +32,102 @@ from stability import TrainingDiverged
 from trainer.build import build_trainer
 from trainer.checkpoint import CheckpointWriteError
 from trainer.cli.hydra_errors import one_line
-from trainer.cli.preflight import CONF_DIR, preflight, quote_text_values
-from trainer.cli.signals import EXIT_INTERRUPTED, STOP_SIGNALS, exit_code, stopped_before_training, submitit_requeue
+from trainer.cli.preflight import CONF_DIR, job_plan, preflight, quote_text_values
+from trainer.cli.signals import (
+    EXIT_INTERRUPTED,
+    STOP_SIGNALS,
+    exit_code,
+    job_without_result,
+    stopped_before_training,
+    submitit_requeue,
+)
 from trainer.config import register_schemas
 from trainer.distributed import ONE_PROCESS, Distributed, rank_from_env
 from trainer.errors import ConfigError, UserError
-from trainer.loop import EVALUATIONS
+from trainer.plan import JobPlan, finished_run
 from trainer.reporting.summary import describe, run_summary, write_summary
-from trainer.resume import finished_run
+from trainer.run_files import EVALUATIONS
 from trainer.step import StopRequested
 
 TEXT_KEYS = ("sample.prompt", "sample.template")  # taken as typed (see quote_text_values)
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_WRITE_FAILED = 74  # EX_IOERR: the run folder could not be written (disk full, permission)
-EXIT_JOB_LOST = 1  # a job run by submitit ended without a result (stopped, killed)
 LOG_WIDTH = 160
 
 
-# The jobs of this sweep whose training diverged: the sweep goes on, and ends with EXIT_DIVERGED.
-_diverged_jobs: list[Path] = []
-# The first folder of the run directory that did not exist before this command: a job rejected
-# while it is built removes it again, so a rejected command leaves no empty outputs/ behind.
-_created_by_this_run: Path | None = None
-# The run folder Hydra made for the job being built (None once training started, or when it held a
-# run before): a stop signal before training removes it, so the same command can simply be re-run.
-_job_folder: Path | None = None
+@dataclass
+class Command:
+    """What the command keeps from its start for its jobs (Hydra calls the task function with the
+    config alone, once per job of a sweep run in this process)."""
+
+    dist: Distributed = ONE_PROCESS  # this process among torchrun's; joined once the config is checked
+    plans: dict[Path, JobPlan] = field(default_factory=dict)  # the pre-launch check's, by run folder
+    diverged_jobs: list[Path] = field(default_factory=list)  # the sweep goes on, and ends with EXIT_DIVERGED
+    # the first folder of the run directory that did not exist before this command: a job rejected
+    # while it is built removes it again, so a rejected command leaves no empty outputs/ behind
+    created_by_this_run: Path | None = None
+    # the run folder Hydra made for the job being built (None once training started, or when it held
+    # a run before): a stop signal before training removes it, so the same command can be re-run
+    job_folder: Path | None = None
+    # a stop signal before training: the handler only notes it (raising from a handler could land
+    # inside an import or a file write), and the command checks it at safe points
+    startup_signal: int | None = None
+    # in a job submitit runs: its signal and the handler that requeues the job once the trainer has
+    # stopped on that signal (a SIGTERM, which may be scancel, is not handed over)
+    requeue: tuple | None = None
 
 
-# This process among torchrun's (one process: rank 0 of 1); joined after the config is checked.
-_dist = ONE_PROCESS
-
-
-# A stop signal that came before training started. The handler only notes it: raising from a
-# handler could land inside an import or a file write; the command checks it at safe points.
-_startup_signal: int | None = None
-# In a job submitit runs: its signal and the handler that requeues the job, called once the trainer
-# has stopped on that signal (a SIGTERM, which may be scancel, is not handed over).
-_requeue = None
+_command = Command()
 
 
 def stop_at_startup(signal_number, frame) -> None:
-    global _startup_signal
-    if _startup_signal is not None and signal_number == signal.SIGINT:
+    if _command.startup_signal is not None and signal_number == signal.SIGINT:
         print("interrupted twice: stopped at once", file=sys.stderr, flush=True)
         os._exit(EXIT_INTERRUPTED)
-    _startup_signal = _startup_signal or signal_number
+    _command.startup_signal = _command.startup_signal or signal_number
 
 
 def check_startup_signal() -> None:
     """End the command here if a stop signal came while it was starting."""
-    if _startup_signal is not None:
-        stopped_at_startup(_startup_signal)
+    if _command.startup_signal is not None:
+        stopped_at_startup(_command.startup_signal)
 
 
 def train(cfg: DictConfig) -> float | None:
     """Hydra's task function: build the Trainer for the composed config and train."""
-    global _job_folder, _requeue
     hydra_cfg = HydraConfig.get()
     run_dir = shared_run_folder(Path(hydra_cfg.runtime.output_dir))
-    _requeue = submitit_requeue()  # before the trainer's handlers replace submitit's
+    _command.requeue = submitit_requeue()  # before the trainer's handlers replace submitit's
     for signal_number in STOP_SIGNALS:  # not the handlers of the previous job of a sweep
         signal.signal(signal_number, stop_at_startup)
-    _job_folder = run_dir if _dist.is_main and not any(run_dir.iterdir()) else None
+    _command.job_folder = run_dir if _command.dist.is_main and not any(run_dir.iterdir()) else None
     check_startup_signal()
     console = make_console()
     try:
-        if (done := already_done(cfg, run_dir, console)) is not None:
+        plan = job_plan(_command.plans, cfg, run_dir, list(hydra_cfg.overrides.task))
+        if (done := already_done(plan, console)) is not None:
             return done["best_val_loss"]  # what Optuna would have got from the run
-        trainer = build_trainer(cfg, run_dir, console, hydra_cfg.overrides.task, _dist)
+        trainer = build_trainer(plan, console, _command.dist)
     except UserError as err:
-        if _dist.is_main:
-            _remove_if_empty(_created_by_this_run or run_dir)
+        if _command.dist.is_main:
+            _remove_if_empty(_command.created_by_this_run or run_dir)
         fail(str(err))
     if trainer.cfg.eval_only:
         metrics = trainer.evaluate_only()
-        console.print(f"evaluated {trainer.resumed_from}; metrics appended to {run_dir / EVALUATIONS}", highlight=False)
+        console.print(
+            f"evaluated {trainer.files.resumed_from}; metrics appended to {run_dir / EVALUATIONS}", highlight=False
+        )
         return metrics["val/loss"]
     check_startup_signal()  # after the build, before anything is trained
     console.print(f"run directory: {run_dir}", highlight=False)
     stop_on_signals(trainer)
-    _job_folder = None
+    _command.job_folder = None
     status, code = fit(trainer)
-    if _dist.is_main:
+    if _command.dist.is_main:
         report_end(trainer, status, code, console, run_dir)
     if code == EXIT_DIVERGED and hydra_cfg.mode == RunMode.MULTIRUN:
-        _diverged_jobs.append(run_dir)  # the other jobs of the sweep still run
+        _command.diverged_jobs.append(run_dir)  # the other jobs of the sweep still run
         return None
     if code is not None:
         hand_over_to_submitit(trainer.stop_signal)
@@ -128,7 +138,7 @@ def train(cfg: DictConfig) -> float | None:
 def shared_run_folder(own: Path) -> Path:
     """Rank 0's run folder, on every rank: the default run_name is the start time, which the ranks
     may have read in different seconds. The empty folders Hydra made for this rank alone are removed."""
-    shared = Path(_dist.share(str(own)))
+    shared = Path(_command.dist.share(str(own)))
     folder = own
     while folder != shared and folder not in shared.parents and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
@@ -138,7 +148,7 @@ def shared_run_folder(own: Path) -> Path:
 
 def make_console() -> Console:
     """Rank 0's console; the other ranks print nothing."""
-    if not _dist.is_main:
+    if not _command.dist.is_main:
         return Console(file=open(os.devnull, "w"))
     # A log file has no terminal width: give tables room instead of rich's default of 80 columns.
     return Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
@@ -161,13 +171,13 @@ def say(message: str) -> None:
         print(message, file=sys.stderr)
 
 
-def already_done(cfg: DictConfig, run_dir: Path, console: Console) -> dict | None:
+def already_done(plan: JobPlan, console: Console) -> dict | None:
     """resume=auto of a finished run (a job of a re-launched sweep): one line, nothing written; the
     run's summary. None when there is something to train."""
-    done = finished_run(cfg, run_dir)
+    done = finished_run(plan)
     if done is not None:
         console.print(
-            f"already done: {run_dir} ({done['step']} steps, best val loss "
+            f"already done: {plan.run_dir} ({done['step']} steps, best val loss "
             f"{done['best_val_loss']:.4f} at step {done['best_step']}); nothing to train",
             highlight=False,
         )
@@ -195,8 +205,8 @@ def fit(trainer) -> tuple[str, int | None]:
 
 def hand_over_to_submitit(signal_number: int | None) -> None:
     """After a stop by submitit's signal, in a job it runs: let it requeue the job (it exits)."""
-    if _requeue is not None and signal_number == _requeue[0]:
-        _requeue[1](signal_number, None)
+    if _command.requeue is not None and signal_number == _command.requeue[0]:
+        _command.requeue[1](signal_number, None)
 
 
 def stop_on_signals(trainer) -> None:
@@ -221,16 +231,16 @@ def main() -> None:
     parser = command_line_parser()
     for signal_number in STOP_SIGNALS:
         signal.signal(signal_number, stop_at_startup)
-    global _created_by_this_run, _dist
     try:
         args = parser.parse_intermixed_args(sys.argv[1:])
         if not args.multirun:  # in a sweep, a comma separates the prompts to sweep over
             args.overrides = quote_text_values(args.overrides, TEXT_KEYS)
-        _created_by_this_run = preflight(args)
+        checked = preflight(args)
+        _command.created_by_this_run, _command.plans = checked.created_folder, checked.plans
         check_startup_signal()
-        _dist = Distributed.start()  # torchrun's processes meet here, each having checked the config
-        _dist.barrier()  # nobody writes before every rank's checks have read the run folder
-        _diverged_jobs.clear()
+        _command.dist = Distributed.start()  # torchrun's processes meet here, each having checked the config
+        _command.dist.barrier()  # nobody writes before every rank's checks have read the run folder
+        _command.diverged_jobs.clear()
         _run_hydra(args=args, args_parser=parser, task_function=train, config_path=CONF_DIR, config_name="config")
     except UserError as err:
         fail(str(err))
@@ -241,20 +251,11 @@ def main() -> None:
             raise  # a bug: its traceback
         job_without_result(err)
     finally:
-        _dist.stop()
-    if _diverged_jobs:
-        folders = ", ".join(str(folder) for folder in _diverged_jobs)
-        say(f"error: {len(_diverged_jobs)} job(s) of the sweep diverged: {folders}")
+        _command.dist.stop()
+    if _command.diverged_jobs:
+        folders = ", ".join(str(folder) for folder in _command.diverged_jobs)
+        say(f"error: {len(_command.diverged_jobs)} job(s) of the sweep diverged: {folders}")
         sys.exit(EXIT_DIVERGED)
-
-
-def job_without_result(err: Exception) -> None:
-    """A job submitit ran that ended without a result (stopped by SIGTERM or scancel, killed, out of
-    memory): one line naming its logs, and the sweep continues with resume=auto."""
-    result = re.search(r"with path (\S+)", str(err))
-    logs = f"its logs are in {Path(result.group(1)).parent}" if result else "its logs are in .submitit/"
-    print(f"error: a job of the sweep ended without a result ({logs}); continue it with resume=auto", file=sys.stderr)
-    sys.exit(EXIT_JOB_LOST)
 
 
 def command_line_parser(usage: str = "python -m trainer [hydra flags] [key=value ...]") -> argparse.ArgumentParser:
@@ -270,10 +271,10 @@ def command_line_parser(usage: str = "python -m trainer [hydra flags] [key=value
 
 def stopped_at_startup(signal_number: int) -> None:
     """One line, the folders this command made for the job removed, the signal's exit code."""
-    if _job_folder is not None:
-        shutil.rmtree(_job_folder, ignore_errors=True)
-    if _created_by_this_run is not None and _dist.is_main:
-        _remove_if_empty(_created_by_this_run)
+    if _command.job_folder is not None:
+        shutil.rmtree(_command.job_folder, ignore_errors=True)
+    if _command.created_by_this_run is not None and _command.dist.is_main:
+        _remove_if_empty(_command.created_by_this_run)
     say(stopped_before_training(signal_number))
     hand_over_to_submitit(signal_number)
     sys.exit(exit_code(signal_number))

@@ -2,12 +2,16 @@
 
 Each job of a sweep is composed and checked (values, the checkpoint to resume and what may change
 on resume, writable folders), so a bad value in job 3 stops the sweep before job 1 starts and a
-rejected command leaves nothing behind.
+rejected command leaves nothing behind. What it finds is the job's plan (trainer/plan.py), which the
+job takes when Hydra runs it (`job_plan`): a job's config is validated once.
 """
 
 import argparse
 import copy
+import os
 import re
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -19,16 +23,26 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from trainer.cli.plugins import check_launcher, is_optuna_sweep, optuna_checks
+from trainer.config import Config
 from trainer.contract import check, check_writable
 from trainer.errors import ConfigError, UserError
-from trainer.resume import check_resume
+from trainer.plan import JobPlan, check_resume, config_record, plan_in_folder, plan_job
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def preflight(args: argparse.Namespace) -> Path | None:
-    """Compose and check the config of every job the command asks for; raise on the first bad one.
-    Returns the first folder of the run (or sweep) folder that does not exist yet (None: all do).
+@dataclass
+class Checked:
+    """What the pre-launch check leaves the command: the first folder of the run (or sweep) folder
+    that does not exist yet (None: all do), and the plan of each job it checked, by run folder, which
+    the job takes instead of validating its config again."""
+
+    created_folder: Path | None = None
+    plans: dict[Path, JobPlan] = field(default_factory=dict)
+
+
+def preflight(args: argparse.Namespace) -> Checked:
+    """Compose, check and plan every job the command asks for; raise on the first bad one.
 
     Commands that only print (--help, --cfg, --info) are left to Hydra.
     """
@@ -38,36 +52,70 @@ def preflight(args: argparse.Namespace) -> Path | None:
     if args.hydra_help:  # Hydra's own help composes only its own config: the run's overrides do not apply
         args.overrides = [o for o in args.overrides if o.lstrip("+~").startswith("hydra")]
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
-        return None
+        return Checked()
     refuse_group_misuse(args.overrides)
     key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
-    refused = []  # (job number, its run folder, the error) of the jobs whose resume is refused
+    plans, refused = [], []  # refused: (job number, its run folder, the error) of each refused resume
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="trainer"):
         jobs, searched = planned_jobs(args)
         for number, overrides in enumerate(jobs):
             cfg = compose_job(overrides)
-            if args.multirun:
-                check_launcher(cfg)
-            job = copy.deepcopy(cfg)
-            with open_dict(job):
-                del job["hydra"]
-            run = check(job)
-            output = OmegaConf.select(cfg, key)
-            check_writable(output, key)
-            check_writable(run.data.cache_dir, "data.cache_dir")
-            run_dir = job_folder(cfg, 0 if searched else number) if args.multirun else Path(output)
-            check_writable(run_dir, "hydra.sweep.subdir" if args.multirun else key)
-            numbers = [number]
-            if searched:  # an Optuna trial's values are known only when it runs: its folder is checked once
-                numbers = trial_numbers(cfg, run) if number == 0 else []
-            for job_number in numbers:
-                run_dir = job_folder(cfg, job_number) if args.multirun else Path(output)
+            run, record = checked_job(cfg, args.multirun, key)
+            output = Path(OmegaConf.select(cfg, key))
+            for job_number, run_dir in job_folders(cfg, run, number, searched, args.multirun, key):
                 try:
-                    check_resume(run, OmegaConf.to_container(job, resolve=True, enum_to_str=True), run_dir)
+                    plan = plan_in_folder(run, record, Path(os.path.abspath(run_dir)), list(cfg.hydra.overrides.task))
+                    check_resume(plan)
                 except UserError as err:
                     refused.append((job_number, run_dir, err))
+                else:
+                    plans.append(plan)
     refuse_resumes(refused, args.multirun)
-    return first_missing_folder(Path(output))
+    # an Optuna trial's values are drawn when it runs: the configs checked for it are not its own
+    return Checked(first_missing_folder(output), {} if searched else plans_by_folder(plans))
+
+
+def checked_job(cfg: DictConfig, multirun: bool, key: str) -> tuple[Config, dict]:
+    """The validated config of a composed job (the one validation of the job) and its record; the
+    folders it writes must be writable, and a sweep's launcher settings acceptable."""
+    if multirun:
+        check_launcher(cfg)
+    job = copy.deepcopy(cfg)
+    with open_dict(job):
+        del job["hydra"]
+    run = check(job)
+    check_writable(OmegaConf.select(cfg, key), key)
+    check_writable(run.data.cache_dir, "data.cache_dir")
+    return run, config_record(job)
+
+
+def job_folders(cfg: DictConfig, run: Config, number: int, searched: bool, multirun: bool, key: str):
+    """(job number, run folder) of each folder job `number` may run in: its own (a sweep's, checked
+    writable; a single run's is `key`, checked with the config); for the checks of an Optuna search
+    space, the trials' folders, checked once (see trial_numbers)."""
+    if not multirun:
+        return [(number, Path(OmegaConf.select(cfg, key)))]
+    check_writable(job_folder(cfg, 0 if searched else number), "hydra.sweep.subdir")
+    numbers = (trial_numbers(cfg, run) if number == 0 else []) if searched else [number]
+    return [(job_number, job_folder(cfg, job_number)) for job_number in numbers]
+
+
+def plans_by_folder(plans: list[JobPlan]) -> dict[Path, JobPlan]:
+    """The plans to keep for the jobs: not those of a folder several jobs share (a later job's resume
+    depends on what the earlier ones write there)."""
+    folders = Counter(plan.run_dir for plan in plans)
+    return {plan.run_dir: plan for plan in plans if folders[plan.run_dir] == 1}
+
+
+def job_plan(plans: dict[Path, JobPlan], cfg: DictConfig, run_dir: Path, overrides: list[str]) -> JobPlan:
+    """The plan `preflight` made for the job Hydra now runs in `run_dir` (taken: a plan serves one
+    job). A job it could not plan is planned here, once: one run in another process (joblib,
+    submitit), an Optuna trial, or one whose config is not the one checked (a run_name timestamp
+    read in another second names another folder)."""
+    plan = plans.pop(run_dir, None)
+    if plan is not None and plan.overrides == overrides and plan.record == config_record(cfg):
+        return plan
+    return plan_job(cfg, run_dir, overrides)
 
 
 def trial_numbers(cfg: DictConfig, run) -> list[int]:

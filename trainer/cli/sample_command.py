@@ -26,7 +26,8 @@ from trainer.sampling.unmasking import Judge
 from trainer.system import SystemConfig
 from trainer.vocab import Vocabulary
 
-GENERATORS = ("language_model", "unmasking")
+# the modes whose models write text
+GENERATORS = tuple(name for name, mode in MODES.items() if mode.sampling is not None)
 
 
 @dataclass
@@ -94,7 +95,7 @@ class Prepared:
 def prepare(command: SampleCommand) -> Prepared:
     """Load the checkpoints and check the settings against them; ConfigError/CheckpointError."""
     device, autocast, _ = command.system.resolve()
-    allowed = "a checkpoint of a language_model or unmasking run"
+    allowed = f"a checkpoint of a {' or '.join(GENERATORS)} run"
     model, payload = load_model(command.checkpoint, "checkpoint", GENERATORS, allowed, device)
     mode = payload["config"]["mode"]["name"]
     sampling = MODES[mode].sampling

@@ -1,15 +1,19 @@
-"""The stop signals and what they mean for the command's exit. Imports nothing heavy: the entry
-point installs its first handlers with it before the rest of the package loads."""
+"""The stop signals and what they mean for the command's exit (also a submitit job a signal ended
+without a result). Imports nothing heavy: the entry point installs its first handlers with it before
+the rest of the package loads."""
 
+import re
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 # SIGTERM (a scheduler's stop), SIGUSR1 (SLURM's warning before the end of a job), SIGUSR2 (the one
 # submitit asks SLURM for, hydra/launcher=slurm), SIGINT (Ctrl-C)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 EXIT_TERMINATED = 143  # 128 + SIGTERM; also after SIGUSR1
+EXIT_JOB_LOST = 1  # a job run by submitit ended without a result (stopped, killed)
 
 
 def exit_code(signal_number: int) -> int:
@@ -34,3 +38,12 @@ def submitit_requeue() -> tuple[int, Callable] | None:
     if not isinstance(getattr(handler, "__self__", None), environment.SignalHandler):
         return None
     return signal_number, handler
+
+
+def job_without_result(err: Exception) -> None:
+    """A job submitit ran that ended without a result (stopped by SIGTERM or scancel, killed, out of
+    memory): one line naming its logs, and the sweep continues with resume=auto."""
+    result = re.search(r"with path (\S+)", str(err))
+    logs = f"its logs are in {Path(result.group(1)).parent}" if result else "its logs are in .submitit/"
+    print(f"error: a job of the sweep ended without a result ({logs}); continue it with resume=auto", file=sys.stderr)
+    sys.exit(EXIT_JOB_LOST)

@@ -131,6 +131,17 @@ class Objective(ABC):
     def summarize(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The metrics (0-d device tensors) of the collected values of every batch."""
 
+    def applied(self, metrics) -> None:
+        """After an applied optimizer step (a skipped or rolled-back one does not count), with its
+        StepMetrics (device tensors)."""
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the objective (its loss modifiers' running statistics)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint's state (every key of the run's state; take your own)."""
+
     def show(self, model: torch.nn.Module, batches: list[Batch], rows: int) -> list[dict]:
         """The model's predictions on the first `rows` validation rows, one record per row with its
         "text": the samples of a mode whose model does not write text (`ModeConfig.sampling` None)."""
@@ -163,6 +174,15 @@ class ClassifierObjective(Objective):
 
     def training_loss(self, model: torch.nn.Module, batch: Batch, penalty: float) -> TrainingLoss:
         return self.classification_loss(self.predictions(model, batch), penalty)
+
+    def applied(self, metrics) -> None:
+        self.classification_loss.ema.update(metrics.entropy_multiplier)  # on the device: no sync
+
+    def state_dict(self) -> dict:
+        return self.classification_loss.ema.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.classification_loss.ema.load_state_dict(state)
 
     def units(self, batch: Batch) -> int:
         if self.classification_loss.cfg.reduction == Reduction.sample:

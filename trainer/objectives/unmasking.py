@@ -7,7 +7,7 @@ stage exactly.
 """
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 
 import torch
@@ -17,6 +17,7 @@ from annotated_types import Interval
 from models import Attention, Head
 from trainer.batches import TokenWindows
 from trainer.curriculum import Curriculum
+from trainer.knobs import FREE_ON_RESUME
 from trainer.loss import ClassificationLoss, Predictions
 from trainer.objectives.base import Batch, ClassifierObjective, ModeConfig, Objective
 from trainer.objectives.likelihood import bound_terms, originals
@@ -31,7 +32,7 @@ SNR_CLAMP = 100.0
 class UnmaskingMode(ModeConfig):
     name: str = "unmasking"
     # passes over the validation windows that estimate val/nll_bound and val/bpc_bound (0: not reported)
-    bound_draws: Annotated[int, Interval(ge=0, le=64)] = 1
+    bound_draws: Annotated[int, Interval(ge=0, le=64)] = field(default=1, metadata=FREE_ON_RESUME)
 
     head = Head.lm
     sampling = Sampling.unmasking

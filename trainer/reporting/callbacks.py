@@ -24,7 +24,8 @@ class JsonlLoggerConfig:
 
 
 class Callback:
-    """Every hook is optional; a subclass overrides the ones it needs."""
+    """Every hook is optional; a subclass overrides the ones it needs. A callback that keeps state
+    across a resume (a logger's run id) returns it from `state_dict` under keys of its own."""
 
     def on_train_start(self, trainer) -> None:
         """Before the first step (also after a resume)."""
@@ -50,17 +51,65 @@ class Callback:
     def on_train_end(self, trainer) -> None:
         """After the final evaluation and checkpoint."""
 
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint's state (every key of the run's state; take your own)."""
+
 
 class CallbackList:
-    def __init__(self, callbacks: list[Callback]):
-        self.callbacks = callbacks
+    """The callbacks of a run, called in order; the time they take is charged to the `logging` phase."""
 
-    def __getattr__(self, hook: str):
-        def dispatch(*args, **kwargs):
-            for callback in self.callbacks:
-                getattr(callback, hook)(*args, **kwargs)
+    def __init__(self, callbacks: list[Callback], timer=None):
+        self._callbacks, self.timer = list(callbacks), timer
 
-        return dispatch
+    def add_callback(self, callback: Callback) -> None:
+        """Call `callback` after the ones there are."""
+        self._callbacks.append(callback)
+
+    def __iter__(self):
+        return iter(self._callbacks)
+
+    def __len__(self) -> int:
+        return len(self._callbacks)
+
+    def _dispatch(self, hook: str, *args) -> None:
+        for callback in self._callbacks:
+            getattr(callback, hook)(*args)
+        if self.timer is not None:
+            self.timer.lap("logging")
+
+    def on_train_start(self, trainer) -> None:
+        self._dispatch("on_train_start", trainer)
+
+    def on_step_end(self, trainer, metrics) -> None:
+        self._dispatch("on_step_end", trainer, metrics)
+
+    def on_log(self, trainer, record: dict) -> None:
+        self._dispatch("on_log", trainer, record)
+
+    def on_eval(self, trainer, record: dict) -> None:
+        self._dispatch("on_eval", trainer, record)
+
+    def on_checkpoint(self, trainer, path: Path, is_best: bool) -> None:
+        self._dispatch("on_checkpoint", trainer, path, is_best)
+
+    def on_samples(self, trainer, samples: list[dict]) -> None:
+        self._dispatch("on_samples", trainer, samples)
+
+    def on_event(self, trainer, message: str, record: dict) -> None:
+        self._dispatch("on_event", trainer, message, record)
+
+    def on_train_end(self, trainer) -> None:
+        self._dispatch("on_train_end", trainer)
+
+    def state_dict(self) -> dict:
+        return {key: value for callback in self._callbacks for key, value in callback.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for callback in self._callbacks:
+            callback.load_state_dict(state)
 
 
 class JsonlLogger(Callback):
@@ -71,7 +120,7 @@ class JsonlLogger(Callback):
 
     def on_train_start(self, trainer) -> None:
         # up to the checkpoint's step, whose evaluation is not repeated; nothing if no checkpoint is resumed
-        truncate_after(self.path, trainer.state.step if trainer.resumed_from is not None else -1)
+        truncate_after(self.path, trainer.state.step if trainer.files.resumed_from is not None else -1)
 
     def on_log(self, trainer, record: dict) -> None:
         self._write(record)
@@ -95,8 +144,8 @@ def eval_record(trainer, metrics: dict) -> dict:
         "step": state.step,
         **metrics,
         "lr": trainer.lr,
-        "stage/index": state.stage,
-        "stage/stale_count": state.stale_count,
+        "stage/index": trainer.curriculum.stage,
+        "stage/stale_count": trainer.curriculum.stale_count,
     }
 
 

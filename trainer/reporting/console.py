@@ -44,12 +44,12 @@ class ConsoleLogger(Callback):
             for relative in source_files():
                 self.console.rule(str(relative))
                 self.console.print((ROOT / relative).read_text(), highlight=False, markup=False, soft_wrap=True)
-        self.console.print(parameter_summary(trainer.raw_model), highlight=False, soft_wrap=True)
-        if trainer.resumed_from is not None:
+        self.console.print(parameter_summary(trainer.runtime.raw_model), highlight=False, soft_wrap=True)
+        if trainer.files.resumed_from is not None:
             state = trainer.state
             self.console.print(
-                f"resumed from {trainer.resumed_from} at step {state.step} "
-                f"(stage {state.stage}, best val {state.best_val_loss:.4f})",
+                f"resumed from {trainer.files.resumed_from} at step {state.step} "
+                f"(stage {trainer.curriculum.stage}, best val {state.best_val_loss:.4f})",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -100,9 +100,9 @@ class ConsoleLogger(Callback):
         overall = {k: v for k, v in record.items() if not STAGE_KEY.match(k)}
         summary = ", ".join(f"{k} {v:.4f}" for k, v in overall.items())
         self.console.print(f"[bold]eval at step {trainer.state.step}[/bold]: {summary}", soft_wrap=True)
-        if trainer.curriculum is not None and len(trainer.curriculum.validation) > 1:
+        if len(trainer.curriculum.validation) > 1:
             columns = trainer.cfg.mode.stage_metrics
-            self.console.print(stage_table(record, trainer.curriculum, trainer.state.stage, columns))
+            self.console.print(stage_table(record, trainer.curriculum, trainer.curriculum.stage, columns))
 
     def on_samples(self, trainer, samples: list[dict]) -> None:
         settings = samples[0].get("settings")

@@ -35,14 +35,14 @@ class StepReporter(Callback):
         # The one host sync of a log step: loss, gradient norm (and the entropy penalty's state) together.
         values = [metrics.loss, metrics.grad_norm]
         if metrics.entropy_multiplier is not None:
-            values += [trainer.entropy_ema, metrics.wrong_entropy]
+            values += [trainer.objective.classification_loss.ema.value, metrics.wrong_entropy]
         loss, grad_norm, *entropy = torch.stack([v.float() for v in values]).tolist()
         seconds = (time.perf_counter() - self._since) / max(1, step - self._since_step)
         tokens_per_second = trainer.tokens_per_step / seconds
         record = {
             "step": step,
             "train/loss": loss,
-            "lr": trainer.optimizer.param_groups[0]["lr"],
+            "lr": trainer.optimization.optimizer.param_groups[0]["lr"],
             "grad_norm": grad_norm,
             "ms_per_step": 1000 * seconds,
             "tokens_per_second": tokens_per_second,
@@ -51,9 +51,9 @@ class StepReporter(Callback):
         if entropy:
             record["loss/entropy_multiplier"], record["loss/wrong_entropy"] = entropy
         record.update(self._timing(trainer))
-        if trainer.curriculum is not None:
+        if trainer.curriculum.staged:
             record.update(mask_statistics(trainer.last_batches, len(trainer.curriculum.train)))
-        trainer.reporting.callbacks.on_log(trainer, record)
+        trainer.callbacks.on_log(trainer, record)
         self._mark(step)
 
     def _timing(self, trainer) -> dict[str, float]:

@@ -24,7 +24,7 @@ def run_summary(trainer, status: str) -> dict:
         "step": state.step,
         "max_iters": trainer.cfg.max_iters,
         # the checkpoint this command continued (None: it started fresh); the sweep table says resumed
-        "resumed_from": str(trainer.resumed_from) if trainer.resumed_from is not None else None,
+        "resumed_from": str(trainer.files.resumed_from) if trainer.files.resumed_from is not None else None,
         "best_val_loss": state.best_val_loss,
         "best_step": state.best_step,
         "final": trainer.last_eval,
@@ -32,8 +32,8 @@ def run_summary(trainer, status: str) -> dict:
         "time_ms": trainer.timer.total,
         "files": run_files(trainer),
     }
-    if trainer.device.type == "cuda":  # the most this (rank 0's) device held at once, in bytes
-        summary["peak_memory_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
+    if trainer.runtime.device.type == "cuda":  # the most this (rank 0's) device held at once, in bytes
+        summary["peak_memory_bytes"] = torch.cuda.max_memory_allocated(trainer.runtime.device)
     return summary
 
 
@@ -41,10 +41,10 @@ def run_files(trainer) -> dict[str, str]:
     """The run's result files that exist: best.pt, the metrics, the curves."""
     logger = trainer.cfg.logger
     candidates = {
-        "best": trainer.checkpoints.directory / BEST,
-        "last": trainer.last_checkpoint,
-        "metrics": trainer.run_dir / logger.jsonl.filename if logger.jsonl else None,
-        "curves": trainer.run_dir / logger.plot.filename if logger.plot else None,
+        "best": trainer.files.checkpoints.directory / BEST,
+        "last": trainer.files.last_checkpoint,
+        "metrics": trainer.files.run_dir / logger.jsonl.filename if logger.jsonl else None,
+        "curves": trainer.files.run_dir / logger.plot.filename if logger.plot else None,
     }
     return {name: str(path) for name, path in candidates.items() if path is not None and Path(path).exists()}
 

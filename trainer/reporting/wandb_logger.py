@@ -121,6 +121,7 @@ class WandbLogger(Callback):
     def __init__(self, config: WandbLoggerConfig, run_dir: Path, config_record: dict, sweep: str | None = None):
         self.config, self.run_dir, self.config_record, self.sweep = config, run_dir, config_record, sweep
         self.run: "wandb.Run | None" = None
+        self.run_id: str | None = None  # the wandb run this training continues (kept in checkpoints)
 
     def init_arguments(self, run_id: str | None) -> dict[str, Any]:
         """The `wandb.init` arguments for this run: a new run (`run_id` None) or the run `run_id` continues."""
@@ -156,14 +157,15 @@ class WandbLogger(Callback):
         # on the console when the folder is missing)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.run = wandb.init(**self.init_arguments(trainer.state.wandb_run_id))
+            self.run = wandb.init(**self.init_arguments(self.run_id))
         except wandb.errors.Error as err:  # online: the server unreachable, the credentials refused, ...
             raise ConfigError(
                 "logger.wandb.mode", f"{self.config.mode.value}, and wandb could not start the run: {err}", "offline"
             ) from None
         self.run.define_metric(STEP_KEY)
         self.run.define_metric("*", step_metric=STEP_KEY)
-        self._keep_run_id(trainer)
+        if self.config.mode != WandbMode.disabled:  # a disabled run's id names nothing to continue
+            self.run_id = self.run.id
 
     def on_log(self, trainer, record: dict) -> None:
         self._log(trainer, record)
@@ -206,14 +208,10 @@ class WandbLogger(Callback):
     def _log(self, trainer, record: dict) -> None:
         if self.run is None:  # never started (an eval_only evaluation) or already finished
             return
-        self._keep_run_id(trainer)
         self.run.log(record)
 
-    def _keep_run_id(self, trainer) -> None:
-        """Store the run's id in the train state, for the next checkpoint (and the resume after it).
+    def state_dict(self) -> dict:
+        return {"wandb_run_id": self.run_id}
 
-        Also after the start: a rollback restores a state saved before it (the snapshot of step 0 is
-        taken before the loggers start), and its event, like every evaluation, comes before the next
-        checkpoint is written."""
-        if self.config.mode != WandbMode.disabled:  # a disabled run's id names nothing to continue
-            trainer.state.wandb_run_id = self.run.id
+    def load_state_dict(self, state: dict) -> None:
+        self.run_id = state.get("wandb_run_id")
