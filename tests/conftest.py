@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from rich.console import Console
@@ -42,6 +43,19 @@ def data_cache(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("UNMASKING_LAB_CACHE", str(path))
     yield path
+    mp.undo()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One torch thread, here and in the `python -m trainer` processes the tests start: the models
+    are tiny, and two threads per process only wait on each other (on a busy machine, for long)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
     mp.undo()
 
 

@@ -1,11 +1,17 @@
 """The command line as a user meets it: `python -m trainer ...` in a subprocess."""
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
-from tests.conftest import TINY_RUN, assert_rejected, run_cli, run_in_process, tiny_overrides, train
+from tests.conftest import TINY_RUN, assert_rejected, generated_text, run_cli, run_in_process, tiny_overrides, train
 from trainer.errors import ConfigError
 
 
@@ -173,6 +179,14 @@ BAD_INPUTS = [
     (["resume=auto", "resume_changes=[optim.lrr]"], ["resume_changes[0]", "optim.lrr"]),
     (["loss=null"], ["loss", "null"]),
     (["mode=null"], ["mode", "null"]),
+    # Hydra's own messages, translated: the options of an empty group, + on a chosen group, unquoted characters
+    (["mode="], ["mode", "no option given", "language_model, sequence_scoring"]),
+    (["+experiment=shakespeare_lm_cpu"], ["experiment", "already chosen", "experiment=shakespeare_lm_cpu"]),
+    (
+        ["run_name=r\u00e9sum\u00e9_\u5b9e\u9a8c"],
+        ["run_name", "stopped at '\u00e9'", 'run_name="r\u00e9sum\u00e9_\u5b9e\u9a8c"'],
+    ),
+    (["data.path=~/c.txt"], ["data.path", "stopped at '~'", 'data.path="~/c.txt"']),
     (["loss=[plain,reference]"], ["loss", "one option"]),
     (
         ["stability.inject=[{step:1,target:loss,kind:nan},{step:1,target:loss,kind:nan,bogus:1}]"],
@@ -199,9 +213,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, data_cache, monkeypa
 
 
 SAMPLE = BAD_INPUTS[::12]
+# every third row of the sample by default, the others with the long runs (-m slow); the table's
+# every row goes through the same main() in test_bad_input_is_one_line_and_writes_nothing
+SAMPLED = [
+    pytest.param(*row, id=" ".join(row[0]), marks=() if i % 3 == 0 else pytest.mark.slow)
+    for i, row in enumerate(SAMPLE)
+]
 
 
-@pytest.mark.parametrize("args,fragments", SAMPLE, ids=[" ".join(a) for a, _ in SAMPLE])
+@pytest.mark.parametrize("args,fragments", SAMPLED)
 def test_bad_input_as_a_user_types_it(tmp_path, data_cache, args, fragments):
     """A sample of the table through a real `python -m trainer` process."""
     cached = cache_entries(data_cache)
@@ -316,9 +336,14 @@ FLAG_ORDERS = [
 
 @pytest.mark.parametrize("flags,shown", FLAG_ORDERS, ids=[" ".join(f) for f, _ in FLAG_ORDERS])
 @pytest.mark.parametrize("where", ["first", "middle", "last"])
-def test_hydra_flags_in_any_order(tmp_path, flags, shown, where):
+def test_hydra_flags_in_any_order(tmp_path, monkeypatch, capsys, flags, shown, where):
+    """Each flag last through a real `python -m trainer` process; first and middle through the same
+    main() in this process (without a second of imports per command)."""
     args = {"first": [*flags, *CARD], "middle": [CARD[0], *flags, CARD[1]], "last": [*CARD, *flags]}[where]
-    result = run_cli(*args, cwd=tmp_path)
+    if where == "last":
+        result = run_cli(*args, cwd=tmp_path)
+    else:
+        result = run_in_process(monkeypatch, capsys, tmp_path, *args)
     assert result.returncode == 0, result.stderr
     assert shown in result.stdout
     if "job" in flags:
@@ -327,11 +352,16 @@ def test_hydra_flags_in_any_order(tmp_path, flags, shown, where):
 
 
 @pytest.mark.parametrize("where", ["first", "middle", "last"])
-def test_a_two_job_sweep_with_the_flag_anywhere(tmp_path, corpus_file, where):
+def test_a_two_job_sweep_with_the_flag_anywhere(tmp_path, corpus_file, monkeypatch, capsys, where):
+    """The flag first through a real `python -m trainer` process; in the middle and last through the
+    same main() in this process."""
     args = [*tiny_overrides(corpus_file, "max_iters=2", "eval_interval=2"), f"hydra.sweep.dir={tmp_path}"]
     args = [a for a in args if a != "masking=sticky"] + ["masking=sticky,random"]
     flagged = {"first": ["-m", *args], "middle": [*args[:2], "-m", *args[2:]], "last": [*args, "--multirun"]}
-    result = run_cli(*flagged[where], cwd=tmp_path)
+    if where == "first":
+        result = run_cli(*flagged[where], cwd=tmp_path)
+    else:
+        result = run_in_process(monkeypatch, capsys, tmp_path, *flagged[where])
     assert result.returncode == 0, result.stderr
     for job, masking in (("0", "sticky"), ("1", "random")):
         config = (tmp_path / job / ".hydra" / "config.yaml").read_text()
@@ -344,6 +374,27 @@ def test_a_sweep_checks_every_job_before_the_first_starts(tmp_path, corpus_file)
     result = run_cli("-m", *args, "masking=sticky", "optim.lr=1e-3,2e-3,inf", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert_rejected(result, "optim.lr", "finite")
     assert not sweep.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_checks_the_data_of_every_job_before_the_first_starts(
+    tmp_path, corpus_file, data_cache, monkeypatch, capsys
+):
+    """Job 1's corpus is empty: job 0 (whose corpus is good) neither trains nor writes a cache entry."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    cached = cache_entries(data_cache)
+    args = tiny_overrides(corpus_file, "max_iters=2")
+    result = run_in_process(
+        monkeypatch,
+        capsys,
+        tmp_path,
+        "-m",
+        *args,
+        f"data.path={corpus_file},{empty}",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+    )
+    assert_rejected(result, "data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt"] and cache_entries(data_cache) == cached
 
 
 @pytest.mark.parametrize("artefact", ["metrics.jsonl", "checkpoints/best.pt", ".hydra/config.yaml"])
@@ -364,3 +415,52 @@ def test_a_sweep_job_folder_that_cannot_be_created_is_named(tmp_path, monkeypatc
     )
     assert_rejected(result, "hydra.sweep.subdir", "a_file is a file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_a_full_disk_ends_the_run_in_one_line_and_keeps_the_earlier_checkpoint(tmp_path, corpus_file):
+    """A real full filesystem, a small tmpfs: torch's zip writer turns the OSError of a full disk into
+    a RuntimeError, and the run must still end with exit 74, one line naming the file and the OS
+    error, no temporary file left and the earlier checkpoint intact."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip() or 'mount failed'}")
+    try:
+        run_dir, checkpoints = disk / "run", disk / "run" / "checkpoints"
+        common = [*tiny_overrides(corpus_file, "eval_interval=4"), f"hydra.run.dir={run_dir}"]
+        assert run_cli(*common, "max_iters=4").returncode == 0
+        # room for half a checkpoint more: the one of step 8 does not fit
+        room = shutil.disk_usage(disk).used + (checkpoints / "ckpt_0000004.pt").stat().st_size // 2
+        subprocess.run(["mount", "-o", f"remount,size={room}", str(disk)], check=True)
+        result = run_cli(*common, "max_iters=8", "resume=auto")
+        assert result.returncode == 74, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"error: cannot write checkpoint {checkpoints / 'ckpt_0000008.pt'}: No space left on device"
+        ]
+        assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "ckpt_0000004.pt", "lineage.json"]
+        assert torch.load(checkpoints / "ckpt_0000004.pt", weights_only=True)["state"]["step"] == 4
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_stop_while_a_large_corpus_is_prepared_ends_at_once_and_keeps_nothing(tmp_path):
+    """SIGTERM while a 30-million-character corpus is tokenised (seconds): the command stops there,
+    not after writing the cache entry, and what its line says holds: nothing was kept."""
+    corpus, cache, run_dir = tmp_path / "large.txt", tmp_path / "cache", tmp_path / "run"
+    corpus.write_text(generated_text(100_000) * 300)
+    command = [sys.executable, "-m", "trainer", *tiny_overrides(corpus), f"hydra.run.dir={run_dir}"]
+    environment = {**os.environ, "UNMASKING_LAB_CACHE": str(cache)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    deadline = time.monotonic() + 120
+    while not run_dir.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the run folder is claimed just before the job is built
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines() == ["stopped by SIGTERM before training started: nothing was trained or kept"]
+    assert time.monotonic() - signalled < 3, "the preparation ran on after the signal"
+    assert not run_dir.exists()
+    assert not cache.exists() or not any(cache.iterdir())  # no cache entry, no half-written one

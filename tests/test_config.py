@@ -179,3 +179,16 @@ def test_a_mode_takes_the_modifiers_that_mean_something_in_it(mode, modifier, re
     assert check(compose_config([f"mode={mode}", *kept])).loss.label_smoothing == 0.1
     with pytest.raises(ConfigError, match=reason):
         check(compose_config([f"mode={mode}", *kept, modifier]))
+
+
+def test_a_ramp_that_ends_after_the_run_is_named_with_how_far_it_gets():
+    """A warmup or an entropy-penalty ramp longer than the run is legal (a resume may raise
+    max_iters) but is said in one line each; a run whose ramps end in time says nothing."""
+    ramps = ["optim.warmup_iters=1000", "loss.entropy_penalty.max=0.5", "loss.entropy_penalty.end_iter=100"]
+    notes = check(compose_config(["debug=smoke", "max_iters=20", *ramps])).ramp_notes()
+    assert notes == [
+        "note: optim.warmup_iters=1000 ends after max_iters=20: the learning rate reaches 2.0% of optim.lr=0.001",
+        "note: loss.entropy_penalty.end_iter=100 ends after max_iters=20: the penalty reaches 0.1 of "
+        "loss.entropy_penalty.max=0.5",
+    ]
+    assert check(compose_config(["debug=smoke"])).ramp_notes() == []

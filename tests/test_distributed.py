@@ -151,6 +151,7 @@ def child_with_rank(parent: int, rank: int) -> int:
     raise AssertionError(f"no worker of rank {rank}")
 
 
+@pytest.mark.slow  # a stop signal of one process: tests/test_preemption.py, by default
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds torchrun's workers in /proc")
 def test_a_signal_to_one_rank_stops_every_rank_with_a_checkpoint(tmp_path, corpus_file):
     overrides = tiny_overrides(corpus_file, *RUN[:-1], "max_iters=400", "eval_interval=200", "run_name=long")

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import run_cli, tiny_overrides
 from trainer.errors import ConfigError
 from trainer.reporting import plot
 from trainer.reporting.plot import (
@@ -364,3 +365,15 @@ def test_command_refuses_a_run_without_records_and_draws_a_run_named_twice_once(
     run = write_run(tmp_path / "run", run_records(), ["mode=unmasking"])
     twice = run_command(run, run, f"out={tmp_path / 'twice.png'}")
     assert twice.returncode == 0 and "1 run" in twice.stdout
+
+
+def test_a_run_named_in_cjk_draws_its_curves_without_glyph_warnings(tmp_path, corpus_file):
+    """run_name=实验 where no installed font may have the glyphs: the run trains, curves.png is drawn
+    (with a font that has them, or boxes), and stderr holds none of matplotlib's per-glyph warnings."""
+    args = tiny_overrides(corpus_file, "max_iters=4", "eval_interval=4", "logger=[console,jsonl,plot]")
+    result = run_cli(*args, 'run_name="实验"', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    run_dir = tmp_path / "outputs" / "实验"
+    read_png(run_dir / "curves.png")  # a whole PNG of the figure's width
+    assert not list(run_dir.glob(".*.tmp"))

@@ -53,7 +53,13 @@ def _with(callbacks, extra):
 
 
 @pytest.mark.parametrize(
-    "sig,code", [(signal.SIGTERM, 143), (signal.SIGUSR1, 143), (signal.SIGUSR2, 143), (signal.SIGINT, 130)]
+    "sig,code",
+    [
+        (signal.SIGTERM, 143),
+        pytest.param(signal.SIGUSR1, 143, marks=pytest.mark.slow),  # handled as SIGTERM is
+        pytest.param(signal.SIGUSR2, 143, marks=pytest.mark.slow),
+        (signal.SIGINT, 130),
+    ],
 )
 def test_a_signal_stops_the_process_with_a_checkpoint(tmp_path, corpus_file, sig, code):
     args = [*tiny_overrides(corpus_file, "max_iters=100000", "log_interval=1"), f"hydra.run.dir={tmp_path}"]

@@ -152,7 +152,7 @@ def test_resume_path_of_another_folder_into_a_used_one_is_refused(tmp_path, corp
     assert files_of(tmp_path / "a") == before
     # into a new folder it starts a run of its own from that checkpoint; a run folder names its latest
     resumed, _ = train(tmp_path / "c", [*args, "max_iters=12", f"resume={tmp_path / 'b'}"])
-    assert resumed.resumed_from == tmp_path / "b" / "checkpoints" / "ckpt_0000008.pt" and resumed.state.step == 12
+    assert resumed.files.resumed_from == tmp_path / "b" / "checkpoints" / "ckpt_0000008.pt" and resumed.state.step == 12
 
 
 def test_a_checkpoint_abandoned_by_an_earlier_resume_is_refused(tmp_path, corpus_file):
@@ -176,7 +176,7 @@ def test_resuming_a_float32_run_with_float16_starts_the_loss_scale_afresh(tmp_pa
     args = tiny_overrides(corpus_file, "max_iters=4", "eval_interval=4")
     train(tmp_path, args)
     resumed, _ = train(tmp_path, [*args, "resume=auto", "max_iters=6", "system.dtype=float16"])
-    assert resumed.state.step == 6 and resumed.scaler.is_enabled()
+    assert resumed.state.step == 6 and resumed.optimization.scaler.is_enabled()
 
 
 def test_a_stop_signal_before_training_leaves_nothing(tmp_path, corpus_file):
@@ -202,7 +202,17 @@ DATA = Path(__file__).resolve().parent / "data"
 def test_a_checkpoint_of_the_first_format_resumes_exactly(tmp_path):
     """tests/data/format1_step4.pt was written by the trainer before its parts kept their own state
     (unmasking, entropy penalty on, the generated corpus); resumed to step 8 it reaches the weights
-    that trainer reached at step 8 (tests/data/format1_step8_model.pt), bit for bit."""
+    that trainer reached at step 8 (tests/data/format1_step8_model.pt, continued from step 4 with one
+    torch thread, as here: the sums of two threads round differently), bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        resume_the_first_format(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def resume_the_first_format(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(generated_text(60_000))
     common = ["debug=smoke", "mode=unmasking", "data=text", f"data.path={corpus}", "eval_interval=4", "logger=[]"]
@@ -212,3 +222,27 @@ def test_a_checkpoint_of_the_first_format_resumes_exactly(tmp_path):
     expected = torch.load(DATA / "format1_step8_model.pt", weights_only=True)
     for name, value in trainer.runtime.raw_model.state_dict().items():
         assert torch.equal(value, expected[name]), name
+
+
+def test_resume_auto_passes_over_a_damaged_newest_checkpoint(tmp_path, corpus_file, monkeypatch, capsys):
+    """A torn newest checkpoint (a disk fault, a bad copy): resume=auto continues from the latest
+    intact one of the line, says so in one line, and the line goes on past the damaged step."""
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(corpus_file, *LONG_ENOUGH)
+    train(run_dir, args)
+    checkpoints = run_dir / "checkpoints"
+    damaged = checkpoints / "ckpt_0000008.pt"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    result = run_in_process(
+        monkeypatch, capsys, tmp_path, *args, "max_iters=12", "resume=auto", f"hydra.run.dir={run_dir}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    said = [line for line in result.stdout.splitlines() if "cannot be read" in line]
+    assert said == [
+        f"resume: {damaged} cannot be read; continuing from ckpt_0000004.pt, the latest intact checkpoint of the line"
+    ]
+    assert f"resumed from {checkpoints / 'ckpt_0000004.pt'} at step 4" in result.stdout
+    assert CheckpointDirectory(checkpoints, 5).lineage() == [4, 8, 12]
+    assert torch.load(damaged, weights_only=True)["state"]["step"] == 8  # written again, whole
+    assert not list(checkpoints.glob(".*.tmp"))

@@ -2,6 +2,8 @@
 
 import json
 import math
+import pickle
+import subprocess
 import sys
 from contextlib import nullcontext
 from types import SimpleNamespace
@@ -443,3 +445,13 @@ def test_a_runs_prompt_is_taken_as_typed(monkeypatch, capsys, tmp_path, corpus_f
     assert result.returncode == 0, result.stderr
     texts = [record["text"] for record in samples_of(tmp_path / "outputs" / "typed")]
     assert len(texts) == 4 and all(text.startswith("the, king") for text in texts)
+
+
+def test_a_raw_pickle_is_one_line_without_torchs_warning(tmp_path):
+    """torch warns about a foreign pickle's protocol before it fails: the user sees our line alone."""
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps({"weights": [1, 2]}, protocol=4))
+    command = [sys.executable, "-m", "trainer.sample", f"checkpoint={raw}"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert_rejected(result, "checkpoint", f"{raw} is not a readable checkpoint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.pkl"]  # nothing written

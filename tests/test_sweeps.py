@@ -168,8 +168,8 @@ runpy.run_module("trainer", run_name="__main__")
     [
         ("hydra_joblib_launcher", "hydra/launcher=parallel", "hydra/launcher: parallel (joblib) needs the plugin "
          "hydra-joblib-launcher; allowed: pip install -e '.[sweeps]'"),
-        ("hydra_joblib_launcher", "hydra/launcher=joblib", "hydra/launcher: joblib needs the plugin "
-         "hydra-joblib-launcher; allowed: pip install -e '.[sweeps]'"),
+        pytest.param("hydra_joblib_launcher", "hydra/launcher=joblib", "hydra/launcher: joblib needs the plugin "
+         "hydra-joblib-launcher; allowed: pip install -e '.[sweeps]'", marks=pytest.mark.slow),  # parallel's plugin
         ("hydra_optuna_sweeper", "experiment=optuna_unmasking_cpu", "hydra/sweeper: optuna_tpe (optuna) needs the "
          "plugin hydra-optuna-sweeper; allowed: pip install -e '.[sweeps]'"),
     ],

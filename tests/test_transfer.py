@@ -5,8 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import tiny_overrides, train
-from tests.test_cli import assert_rejected, run_cli
+from tests.conftest import assert_rejected, run_in_process, tiny_overrides, train
 from trainer.errors import ConfigError
 from trainer.reporting.callbacks import Callback
 
@@ -180,10 +179,20 @@ def test_feature_extraction_trains_only_the_head(tmp_path, corpus_file, unmaskin
     assert "trainable" in printed and "frozen (" in printed
 
 
-def test_sequence_scoring_without_its_unmasking_checkpoint(tmp_path, corpus_file):
-    result = run_cli(*tiny_overrides(corpus_file), "mode=sequence_scoring", f"hydra.run.dir={tmp_path / 'run'}")
+def test_sequence_scoring_without_its_unmasking_checkpoint(tmp_path, corpus_file, monkeypatch, capsys):
+    result = run_in_process(
+        monkeypatch,
+        capsys,
+        tmp_path,
+        *tiny_overrides(corpus_file),
+        "mode=sequence_scoring",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert_rejected(result, "mode.unmasking_checkpoint", "missing")
-    result = run_cli(
+    result = run_in_process(
+        monkeypatch,
+        capsys,
+        tmp_path,
         *tiny_overrides(corpus_file),
         "mode=sequence_scoring",
         "mode.unmasking_checkpoint=/no/such.pt",
@@ -193,8 +202,11 @@ def test_sequence_scoring_without_its_unmasking_checkpoint(tmp_path, corpus_file
     assert not (tmp_path / "run").exists()
 
 
-def test_mismatched_transfer_checkpoint(tmp_path, corpus_file, unmasking_checkpoint):
-    result = run_cli(
+def test_mismatched_transfer_checkpoint(tmp_path, corpus_file, unmasking_checkpoint, monkeypatch, capsys):
+    result = run_in_process(
+        monkeypatch,
+        capsys,
+        tmp_path,
         *tiny_overrides(corpus_file, "mode=token_classification"),
         "transfer=fine_tuning",
         f"transfer.checkpoint={unmasking_checkpoint}",
@@ -205,7 +217,7 @@ def test_mismatched_transfer_checkpoint(tmp_path, corpus_file, unmasking_checkpo
     assert not (tmp_path / "run").exists()
 
 
-def test_a_scorer_checkpoint_is_no_unmasking_model(tmp_path, corpus_file, unmasking_checkpoint):
+def test_a_scorer_checkpoint_is_no_unmasking_model(tmp_path, corpus_file, unmasking_checkpoint, monkeypatch, capsys):
     run_dir = tmp_path / "scorer"
     train(
         run_dir,
@@ -217,7 +229,10 @@ def test_a_scorer_checkpoint_is_no_unmasking_model(tmp_path, corpus_file, unmask
             "eval_interval=2",
         ),
     )
-    result = run_cli(
+    result = run_in_process(
+        monkeypatch,
+        capsys,
+        tmp_path,
         *tiny_overrides(corpus_file),
         "mode=sequence_scoring",
         f"mode.unmasking_checkpoint={run_dir / 'checkpoints' / 'ckpt_0000002.pt'}",

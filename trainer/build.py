@@ -16,13 +16,14 @@ from rich.console import Console
 from models import GPT
 from stability import CheckName, FaultInjector, GradNormCheck, LogitsCheck, LossCheck, ParamsCheck, StabilityMonitor
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
-from trainer.checkpoint import CheckpointDirectory, load_checkpoint, require_compatible
+from trainer.checkpoint import load_checkpoint, require_compatible
 from trainer.config import Config
 from trainer.corpus import PreparedCorpus, load_text, prepare
 from trainer.curriculum import Curriculum
 from trainer.distributed import ONE_PROCESS, Distributed
 from trainer.errors import DataError
 from trainer.guard import Guard
+from trainer.interrupt import check_stop, interruptible
 from trainer.loop import Trainer
 from trainer.objectives import Filler, Objective
 from trainer.optimization import Optimization
@@ -30,11 +31,11 @@ from trainer.plan import JobPlan, reconciled
 from trainer.reporting.callbacks import CallbackList
 from trainer.reporting.samples import Samples
 from trainer.reporting.steps import StepReporter
+from trainer.resume import skipped_damaged
 from trainer.run_files import RunFiles
 from trainer.runtime import Runtime
 from trainer.sampling.during_training import Sampler, make_sampler
 from trainer.snapshot import write_snapshot
-from trainer.state import TrainState
 from trainer.step import Data
 from trainer.transfer import TransferKind, load_trunk
 from trainer.vocab import Vocabulary
@@ -44,16 +45,12 @@ def build_trainer(plan: JobPlan, console: Console, dist: Distributed = ONE_PROCE
     """The Trainer of a job plan. Under several processes every rank builds the same one; rank 0
     alone writes files and reports (the other ranks get no loggers)."""
     resumed = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
-    changes = []
-    if resumed is not None:  # the run keeps the schedule horizons of the run it continues
-        plan, changes = reconciled(plan, resumed)
-    run = plan.run
-    corpus = prepare_corpus(run)
+    corpus = prepare_corpus(plan.run)
     vocab = corpus.vocab
-    runtime = make_runtime(run, vocab, dist)
-    if resumed is not None:
-        check_compatible(resumed, runtime.raw_model, vocab)
-    elif run.transfer.kind != TransferKind.none:
+    runtime = make_runtime(plan.run, vocab, dist)
+    plan, changes = continued(plan, resumed, runtime.raw_model, vocab)
+    run = plan.run
+    if resumed is None and run.transfer.kind != TransferKind.none:
         load_trunk(runtime.raw_model, run.transfer.checkpoint, vocab)
     curriculum = run.stages.build(run.masking) if run.mode.staged else Curriculum.unstaged()
     objective = make_objective(run, vocab, curriculum, runtime)
@@ -65,8 +62,8 @@ def build_trainer(plan: JobPlan, console: Console, dist: Distributed = ONE_PROCE
 
     # Everything is accepted: from here on files are written (by rank 0, once every rank has read).
     dist.barrier()
-    for line in changes if not run.eval_only and dist.is_main else []:  # an evaluation changes nothing
-        console.print(line, highlight=False, soft_wrap=True)
+    for line in [*changes, *run.ramp_notes()] if not run.eval_only and dist.is_main else []:
+        console.print(line, highlight=False, soft_wrap=True)  # (an evaluation changes nothing)
     if dist.is_main:
         write_files(run, corpus, plan.record, plan.run_dir, plan.overrides)
     micro_steps = dist.shard(range(run.gradient_accumulation_steps))
@@ -84,8 +81,17 @@ def build_trainer(plan: JobPlan, console: Console, dist: Distributed = ONE_PROCE
     if resumed is not None:
         trainer.resume(plan.resume_from, resumed)
         if not run.eval_only and dist.is_main:
-            continue_line(trainer.files.checkpoints, trainer.state, console)
+            continue_line(plan, trainer, console)
     return trainer
+
+
+def continued(plan: JobPlan, resumed: dict | None, model: GPT, vocab: Vocabulary) -> tuple[JobPlan, list[str]]:
+    """The plan of a resumed run, whose checkpoint must fit the model and the vocabulary: it keeps the
+    schedule horizons of the run it continues; also the lines that say what the resume changes."""
+    if resumed is None:
+        return plan, []
+    check_compatible(resumed, model, vocab)
+    return reconciled(plan, resumed)
 
 
 def make_runtime(run: Config, vocab: Vocabulary, dist: Distributed) -> Runtime:
@@ -138,20 +144,24 @@ def make_guard(run: Config, runtime: Runtime, scaler: torch.amp.GradScaler) -> G
 
 
 def write_files(run: Config, corpus: PreparedCorpus, record: dict, run_dir: Path, overrides: list[str]) -> None:
-    """The data cache entry, and for a training run .hydra/ and the source snapshot."""
+    """The data cache entry, and for a training run .hydra/ and the source snapshot; nothing when a
+    stop signal came while the job was built."""
+    check_stop()
     corpus.save()
     if not run.eval_only:
         write_run_files(record, run_dir, overrides)
         write_snapshot(run_dir)
 
 
-def continue_line(checkpoints: CheckpointDirectory, state: TrainState, console: Console) -> None:
+def continue_line(plan: JobPlan, trainer: Trainer, console: Console) -> None:
     """The resumed checkpoint's step is now the end of the run folder's line of training, and
     best.pt holds the best state of that line."""
+    checkpoints, state = trainer.files.checkpoints, trainer.state
+    lines = [skipped_damaged(plan.run, checkpoints, plan.resume_from)]
     checkpoints.branch_from(state.step)
-    repaired = checkpoints.check_best(state.best_step)
-    if repaired is not None:
-        console.print(repaired, highlight=False, soft_wrap=True)
+    lines.append(checkpoints.check_best(state.best_step))
+    for line in filter(None, lines):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def make_data(
@@ -183,7 +193,15 @@ def make_data(
     return Data(stream, windows["train"], validation_set)
 
 
+@interruptible()  # memory only: a stop signal ends it at once
 def prepare_corpus(run: Config) -> PreparedCorpus:
+    return prepare(checked_text(run), run.data.cache_dir, run.data.val_fraction)
+
+
+def checked_text(run: Config) -> str:
+    """The corpus text of a run, once it is known to exist, be readable and give both splits more
+    characters than a window; DataError otherwise. Writes nothing (the pre-launch check of every job
+    of a sweep runs it too)."""
     window = run.window_length
     text = load_text(run.data.name, run.data.path)
     val_chars = int(len(text) * run.data.val_fraction)
@@ -194,7 +212,7 @@ def prepare_corpus(run: Config) -> PreparedCorpus:
             f"too short for windows of {window}",
             f"a text with more than {int((window + 1) / run.data.val_fraction):,} characters, or a smaller block_size",
         )
-    return prepare(text, run.data.cache_dir, run.data.val_fraction)
+    return text
 
 
 def check_compatible(payload: dict, model: GPT, vocab: Vocabulary) -> None:

@@ -7,6 +7,7 @@ A checkpoint holds only plain data (tensors, numbers, strings, lists, dicts), so
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -123,12 +124,16 @@ class CheckpointDirectory:
 
     def _write_lineage(self, steps: list[int]) -> None:
         staging = self.directory / f".{LINEAGE}.tmp"
-        with open(staging, "w") as file:
-            json.dump({"steps": steps}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(staging, self.lineage_file)
-        _fsync_folder(self.directory)
+        try:
+            with open(staging, "w") as file:
+                json.dump({"steps": steps}, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(staging, self.lineage_file)
+            _fsync_folder(self.directory)
+        except OSError as err:  # a full disk: the line stays as it was (a new file it misses is rotated later)
+            staging.unlink(missing_ok=True)
+            raise CheckpointWriteError(self.lineage_file, err) from None
 
 
 def _atomic_save(payload: dict, path: Path) -> None:
@@ -143,9 +148,24 @@ def _atomic_save(payload: dict, path: Path) -> None:
             os.fsync(file.fileno())
         os.replace(staging, path)
         _fsync_folder(path.parent)
-    except OSError as err:
-        staging.unlink(missing_ok=True)
-        raise CheckpointWriteError(path, err) from None
+    except BaseException as err:
+        staging.unlink(missing_ok=True)  # whatever went wrong, no torn file stays behind
+        cause = _os_error_in(err)
+        if cause is None:
+            raise  # not a failed write: a bug or an interrupt, with its traceback
+        raise CheckpointWriteError(path, cause) from None
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The OSError behind a failed write. torch's zip writer turns the one a full disk raises in
+    `file.write` into a RuntimeError ("unexpected pos ...") whose context is that OSError."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _step_number(path: Path) -> int:
@@ -161,9 +181,17 @@ def step_in_name(path: Path) -> int | None:
 def _step_of(path: Path) -> int | None:
     """The step a checkpoint file holds (read lazily: the tensors stay on disk), None if unreadable."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["state"]["step"]
+        return _quiet_load(path, mmap=True)["state"]["step"]
     except Exception:  # a foreign or damaged file holds no step of this run
         return None
+
+
+def _quiet_load(path: Path, mmap: bool):
+    """`torch.load` on the CPU, weights only, without its warnings: a foreign pickle makes torch warn
+    about its protocol before it fails, and the caller's one-line error already says what is wrong."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -210,7 +238,7 @@ def load_checkpoint(path: str | Path, key: str = "resume", lazy: bool = False) -
     """
     path = find_checkpoint(path, key)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=lazy)
+        payload = _quiet_load(path, mmap=lazy)
     except Exception as err:  # a truncated or foreign file fails in many ways; all mean "corrupt"
         raise CheckpointError(
             key,

@@ -7,12 +7,15 @@ into these schemas (a misspelt key fails there); trainer/contract.py then checks
 its domain and the rules below, before anything is built or written.
 """
 
+import functools
+import os
 from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from annotated_types import Interval
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 import masking
 from models import Head, ModelConfig
@@ -117,6 +120,25 @@ class Config:
                 "the trunk's embedding: nothing would train",
                 "none or fine_tuning for this mode",
             )
+
+    def ramp_notes(self) -> list[str]:
+        """One line per ramp that ends after the run (a warmup or the entropy penalty's ramp), saying how
+        far it gets: legal (a later resume may raise max_iters), but rarely what was meant."""
+        notes, last = [], self.max_iters - 1
+        if self.optim.warmup_iters > last:
+            reached = self.optim.learning_rate(last, self.max_iters) / self.optim.lr
+            notes.append(
+                f"note: optim.warmup_iters={self.optim.warmup_iters} ends after max_iters={self.max_iters}: "
+                f"the learning rate reaches {reached:.1%} of optim.lr={self.optim.lr:g}"
+            )
+        penalty = self.loss.entropy_penalty
+        if penalty.max > 0 and penalty.end(self.max_iters) > self.max_iters:
+            reached = penalty.strength(self.max_iters, self.max_iters)
+            notes.append(
+                f"note: loss.entropy_penalty.end_iter={penalty.end_iter} ends after max_iters={self.max_iters}: "
+                f"the penalty reaches {reached:g} of loss.entropy_penalty.max={penalty.max:g}"
+            )
+        return notes
 
     @property
     def window_length(self) -> int:
@@ -239,10 +261,21 @@ def _has_key(node, dotted: str) -> bool:
 
 def register_schemas() -> None:
     """The root schema, and one schema per option of the groups whose options differ in their keys
-    (under schema/, which the options' defaults lists name, so they are not options themselves)."""
+    (under schema/, which the options' defaults lists name, so they are not options themselves);
+    and the resolvers of the default run_name, `${started:}_${pid:}`."""
+    OmegaConf.register_new_resolver("started", started, replace=True)
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     for name, mode in MODES.items():
         store.store(group="schema/mode", name=name, node=mode)
     for name, strategy in masking.STRATEGIES.items():
         store.store(group="schema/masking", name=name, node=strategy)
+
+
+@functools.cache
+def started() -> str:
+    """When this process first named a run, to the millisecond: the same for every config it composes
+    (the pre-launch check's and Hydra's), so the run folder checked is the one the job runs in."""
+    now = datetime.now()
+    return f"{now:%Y-%m-%d_%H-%M-%S}.{now.microsecond // 1000:03d}"

@@ -10,6 +10,7 @@ configs itself, ready to build; any problem is one ConfigError naming the full k
 
 import functools
 import os
+import tempfile
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from trainer.config import Config
-from trainer.errors import ConfigError, UserError
+from trainer.errors import ConfigError, UserError, require_short_name
 
 # Unknown keys are refused, and a float is finite wherever one is expected (no nan, no inf).
 STRICTNESS = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -100,12 +101,18 @@ def _join(key: str, name: str) -> str:
 
 
 def check_writable(folder: str, key: str) -> None:
-    """A folder that the run will create or write into: refuse it now, in one line, if it cannot be."""
+    """A folder that the run will create or write into: refuse it now, in one line, if it cannot be.
+    Probed by creating a folder in the deepest one that exists, removed at once: os.access says
+    writable where mkdir fails (/sys, read-only mounts, ACLs, root-squashed NFS)."""
     if not str(folder).strip():
         raise ConfigError(key, "is empty", "a folder path (files would land in the working directory)")
     path = Path(folder).expanduser().absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(key, f"{path} cannot be created: {existing} is a file", "a folder that can be created")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(key, f"{path} cannot be written ({existing} is not writable)", "a writable folder")
+    for name in path.parts:
+        require_short_name(key, name)
+    try:
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise ConfigError(key, f"{path} cannot be created: {existing} is a file", "a folder that can be created")
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=existing))
+    except OSError as err:
+        raise ConfigError(key, f"{path} cannot be created or written ({err.strerror})", "a writable folder") from None

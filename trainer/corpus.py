@@ -21,6 +21,7 @@ import numpy as np
 from annotated_types import Ge, Interval
 
 from trainer.errors import DataError
+from trainer.interrupt import check_stop
 from trainer.knobs import FREE_ON_RESUME
 from trainer.vocab import Vocabulary
 
@@ -181,6 +182,10 @@ def _write_prepared(ids: np.ndarray, n_train: int, vocab: Vocabulary, directory:
     meta = {"vocab": vocab.to_dict(), "train_tokens": n_train, "val_tokens": len(ids) - n_train}
     (staging / "meta.json").write_text(json.dumps(meta))
     try:
+        check_stop()  # a stop signal that came during the write keeps nothing of it
         os.rename(staging, directory)
     except OSError:  # another process finished first: its copy is identical
         shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

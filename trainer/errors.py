@@ -4,6 +4,11 @@ Tracebacks are for bugs only: anything a user can cause by a config value, a pat
 raises one of these, naming the key and what is allowed.
 """
 
+import os
+
+NAME_MAX = 255  # bytes in a file or folder name, on the common filesystems (ext4, xfs, btrfs, APFS, NTFS)
+NAME_ALLOWED = f"a name of at most {NAME_MAX} bytes (UTF-8)"
+
 
 class UserError(Exception):
     """A mistake in the input, reported as `key: problem; allowed: values`."""
@@ -32,6 +37,14 @@ def require_plain_name(key: str, value: str) -> None:
     """A file or folder name inside the run folder: not empty, no path separator, not `.` or `..`."""
     if not value or "/" in value or "\\" in value or value in (".", "..") or "\0" in value:
         raise ConfigError(key, f"{value!r} is not a plain name", "a non-empty name without path separators")
+    require_short_name(key, value)
+
+
+def require_short_name(key: str, name: str) -> None:
+    """A file or folder name the filesystem accepts: at most NAME_MAX bytes."""
+    if len(os.fsencode(name)) > NAME_MAX:
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise ConfigError(key, f"the name {shown!r} is {len(os.fsencode(name))} bytes long", NAME_ALLOWED)
 
 
 class RelativeConfigError(ConfigError, ValueError):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from trainer.checkpoint import LINEAGE, CheckpointDirectory, find_checkpoint, step_in_name
+from trainer.checkpoint import LINEAGE, CheckpointDirectory, find_checkpoint, load_checkpoint, step_in_name
 from trainer.config import Config
-from trainer.errors import ConfigError
+from trainer.errors import CheckpointError, ConfigError
 from trainer.knobs import free_on_resume, horizons
 
 
@@ -51,7 +51,7 @@ def resume_point(run: Config, checkpoints: CheckpointDirectory) -> Path | None:
             )
         return None
     if run.resume == "auto":
-        path = checkpoints.latest()
+        path = latest_intact(checkpoints)
     else:
         path = find_checkpoint(run.resume, "resume")
         if not run.eval_only:
@@ -59,6 +59,31 @@ def resume_point(run: Config, checkpoints: CheckpointDirectory) -> Path | None:
     if path is None and run.eval_only:
         raise ConfigError("eval_only", f"{run_dir} holds no checkpoint to evaluate", "resume=PATH of a checkpoint")
     return path
+
+
+def latest_intact(checkpoints: CheckpointDirectory) -> Path | None:
+    """The newest checkpoint of the line that loads: a disk fault or a copy may have damaged the
+    newest, and the line goes on from the one before. The newest when none loads (its error names it)."""
+    line = [checkpoints.path_of(step) for step in reversed(checkpoints.lineage())]
+    line = [path for path in line if path.is_file()]
+    return next((path for path in line if _loads(path)), line[0] if line else None)
+
+
+def skipped_damaged(run: Config, checkpoints: CheckpointDirectory, resumed: Path | None) -> str | None:
+    """The line to print when resume=auto passed over a damaged newest checkpoint; None otherwise.
+    (Read before the resume branches the line from the checkpoint it continues.)"""
+    newest = checkpoints.latest()
+    if run.resume != "auto" or resumed is None or newest is None or newest == resumed:
+        return None
+    return f"resume: {newest} cannot be read; continuing from {resumed.name}, the latest intact checkpoint of the line"
+
+
+def _loads(path: Path) -> bool:
+    try:
+        load_checkpoint(path, lazy=True)
+    except CheckpointError:
+        return False
+    return True
 
 
 def check_continues_the_folder(path: Path, run: Config, checkpoints: CheckpointDirectory) -> None:

@@ -33,8 +33,9 @@ def one_line(err: Exception) -> str:
         return plugin
     if unloadable := re.search(r"Could not load '([^'/]+)/([^']+)'", text):  # an option in a list of options
         group, option = unloadable.groups()
-        options = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
-        return f"{group}: {option!r} is not an option; allowed: {', '.join(options)}"
+        return f"{group}: {option!r} is not an option; allowed: {', '.join(group_options(group))}"
+    if empty := re.search(r"Could not find '([^'/]+)/'", text):  # `group=` with nothing after it
+        return f"{empty.group(1)}: no option given; allowed: {', '.join(group_options(empty.group(1)))}"
     if missing := re.search(r"Could not find '([^']+)/([^']+)'", text):
         options = [o for o in getattr(err, "options", None) or [] if not o.startswith("schema")]
         return f"{missing.group(1)}: {missing.group(2)!r} is not an option; allowed: {', '.join(options)}"
@@ -44,9 +45,10 @@ def one_line(err: Exception) -> str:
         key = _list_entry_key(str(err), key) or key
         return f"{key}: no such key in {unknown.group(2)}; allowed: {allowed_keys(err)}"
     if override := getattr(err, "override", None):  # the override grammar could not read it
-        key = override.split("=", 1)[0]
-        quoted = f"'{key}=\"...\"'"
-        return f"{key}: cannot read {override!r} ({first}); allowed: a value, quoted if it holds '=': {quoted}"
+        return unreadable(override)
+    if repeated := re.search(r"Multiple values for ([\w/]+)\. To override a value use 'override [\w/]+: (\S+)'", text):
+        group, option = repeated.groups()
+        return f"{group}: already chosen by the defaults, + adds a group that is not; allowed: {group}={option}"
     if ambiguous := re.search(r"Ambiguous value for argument '([^'=]+)=", text):
         key = ambiguous.group(1)
         return f"{key}: a comma-separated list is a sweep; allowed: -m (--multirun) to run one job per value"
@@ -66,6 +68,32 @@ def one_line(err: Exception) -> str:
     if full_key := re.search(r"full_key: (\S+)", text):
         return f"{full_key.group(1)}: {cause}{_allowed(text)}"
     return " ".join(line.strip() for line in first.splitlines() if line.strip())
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def unreadable(override: str) -> str:
+    """An override the grammar could not read: the character where reading stopped, and the value
+    quoted (a quoted value may hold any character)."""
+    key, _, value = override.partition("=")
+    quote = "'" if '"' in value else '"'
+    quoted = f"{key}={quote}{value}{quote}"
+    where = stopping_character(key, value)
+    found = f"reading stopped at {where!r} in {value!r}" if where else f"cannot read {override!r}"
+    return f"{key}: {found}; allowed: the value quoted, e.g. {quoted!r} (quote it for the shell too)"
+
+
+def stopping_character(key: str, value: str) -> str | None:
+    """The first character of `value` at which the override grammar gives up (None if none alone does)."""
+    parser = OverridesParser.create()
+    for end in range(1, len(value) + 1):
+        try:
+            parser.parse_override(f"{key}={value[:end]}")
+        except HydraException:
+            return value[end - 1]
+    return None
 
 
 def _list_entry_key(text: str, key: str) -> str | None:

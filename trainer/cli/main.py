@@ -33,6 +33,7 @@ from trainer.build import build_trainer
 from trainer.checkpoint import CheckpointWriteError
 from trainer.cli.hydra_errors import one_line
 from trainer.cli.preflight import CONF_DIR, job_plan, preflight, quote_text_values
+from trainer.cli.run_folder import claim_run_folder, release_run_folder, releases_run_folder
 from trainer.cli.signals import (
     EXIT_INTERRUPTED,
     STOP_SIGNALS,
@@ -44,6 +45,7 @@ from trainer.cli.signals import (
 from trainer.config import register_schemas
 from trainer.distributed import ONE_PROCESS, Distributed, rank_from_env
 from trainer.errors import ConfigError, UserError
+from trainer.interrupt import stop_requested
 from trainer.plan import JobPlan, finished_run
 from trainer.reporting.summary import describe, run_summary, write_summary
 from trainer.run_files import EVALUATIONS
@@ -86,6 +88,7 @@ def stop_at_startup(signal_number, frame) -> None:
         print("interrupted twice: stopped at once", file=sys.stderr, flush=True)
         os._exit(EXIT_INTERRUPTED)
     _command.startup_signal = _command.startup_signal or signal_number
+    stop_requested(check_startup_signal)  # at once while a corpus is tokenised, else at the next check
 
 
 def check_startup_signal() -> None:
@@ -94,23 +97,25 @@ def check_startup_signal() -> None:
         stopped_at_startup(_command.startup_signal)
 
 
+@releases_run_folder
 def train(cfg: DictConfig) -> float | None:
-    """Hydra's task function: build the Trainer for the composed config and train."""
+    """Hydra's task function: claim the run folder, build the Trainer for the composed config and train."""
     hydra_cfg = HydraConfig.get()
     run_dir = shared_run_folder(Path(hydra_cfg.runtime.output_dir))
     _command.requeue = submitit_requeue()  # before the trainer's handlers replace submitit's
     for signal_number in STOP_SIGNALS:  # not the handlers of the previous job of a sweep
         signal.signal(signal_number, stop_at_startup)
-    _command.job_folder = run_dir if _command.dist.is_main and not any(run_dir.iterdir()) else None
-    check_startup_signal()
     console = make_console()
-    try:
+    try:  # the folder is claimed before anything is written there, and the resume decided in it
+        _command.job_folder = run_dir if claim_run_folder(run_dir, _command.dist) else None
+        check_startup_signal()
         plan = job_plan(_command.plans, cfg, run_dir, list(hydra_cfg.overrides.task))
         if (done := already_done(plan, console)) is not None:
             return done["best_val_loss"]  # what Optuna would have got from the run
         trainer = build_trainer(plan, console, _command.dist)
     except UserError as err:
         if _command.dist.is_main:
+            release_run_folder()
             _remove_if_empty(_command.created_by_this_run or run_dir)
         fail(str(err))
     if trainer.cfg.eval_only:
@@ -136,8 +141,8 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def shared_run_folder(own: Path) -> Path:
-    """Rank 0's run folder, on every rank: the default run_name is the start time, which the ranks
-    may have read in different seconds. The empty folders Hydra made for this rank alone are removed."""
+    """Rank 0's run folder, on every rank: the default run_name is the start time and the process id,
+    which differ between ranks. The empty folders Hydra made for this rank alone are removed."""
     shared = Path(_command.dist.share(str(own)))
     folder = own
     while folder != shared and folder not in shared.parents and folder.is_dir() and not any(folder.iterdir()):

@@ -22,11 +22,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from trainer.build import checked_text
 from trainer.cli.plugins import check_launcher, is_optuna_sweep, optuna_checks
 from trainer.config import Config
 from trainer.contract import check, check_writable
 from trainer.errors import ConfigError, UserError
 from trainer.plan import JobPlan, check_resume, config_record, plan_in_folder, plan_job
+from trainer.run_lock import refuse_if_in_use
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -55,15 +57,16 @@ def preflight(args: argparse.Namespace) -> Checked:
         return Checked()
     refuse_group_misuse(args.overrides)
     key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
-    plans, refused = [], []  # refused: (job number, its run folder, the error) of each refused resume
+    plans, refused, corpora = [], [], set()  # refused: (job number, its run folder, the error) of each refused resume
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="trainer"):
         jobs, searched = planned_jobs(args)
         for number, overrides in enumerate(jobs):
             cfg = compose_job(overrides)
-            run, record = checked_job(cfg, args.multirun, key)
+            run, record = checked_job(cfg, args.multirun, key, corpora)
             output = Path(OmegaConf.select(cfg, key))
             for job_number, run_dir in job_folders(cfg, run, number, searched, args.multirun, key):
                 try:
+                    refuse_if_in_use(Path(run_dir), key)  # a live run's folder, whatever it holds
                     plan = plan_in_folder(run, record, Path(os.path.abspath(run_dir)), list(cfg.hydra.overrides.task))
                     check_resume(plan)
                 except UserError as err:
@@ -75,7 +78,7 @@ def preflight(args: argparse.Namespace) -> Checked:
     return Checked(first_missing_folder(output), {} if searched else plans_by_folder(plans))
 
 
-def checked_job(cfg: DictConfig, multirun: bool, key: str) -> tuple[Config, dict]:
+def checked_job(cfg: DictConfig, multirun: bool, key: str, corpora: set[tuple]) -> tuple[Config, dict]:
     """The validated config of a composed job (the one validation of the job) and its record; the
     folders it writes must be writable, and a sweep's launcher settings acceptable."""
     if multirun:
@@ -86,7 +89,20 @@ def checked_job(cfg: DictConfig, multirun: bool, key: str) -> tuple[Config, dict
     run = check(job)
     check_writable(OmegaConf.select(cfg, key), key)
     check_writable(run.data.cache_dir, "data.cache_dir")
+    if multirun:  # a single run's corpus is checked as it is built, before anything is written
+        check_corpus(run, corpora)
     return run, config_record(job)
+
+
+def check_corpus(run: Config, checked: set[tuple]) -> None:
+    """A sweep's job's corpus: it exists, is readable and is long enough for its windows (DataError),
+    checked before the first job starts; nothing is written (no data cache entry). `checked` holds
+    the corpora checked already: the jobs that share one check it once."""
+    data = run.data
+    key = (data.name, data.path, data.val_fraction, run.window_length)
+    if key not in checked:
+        checked_text(run)
+        checked.add(key)
 
 
 def job_folders(cfg: DictConfig, run: Config, number: int, searched: bool, multirun: bool, key: str):
@@ -109,12 +125,12 @@ def plans_by_folder(plans: list[JobPlan]) -> dict[Path, JobPlan]:
 
 def job_plan(plans: dict[Path, JobPlan], cfg: DictConfig, run_dir: Path, overrides: list[str]) -> JobPlan:
     """The plan `preflight` made for the job Hydra now runs in `run_dir` (taken: a plan serves one
-    job). A job it could not plan is planned here, once: one run in another process (joblib,
-    submitit), an Optuna trial, or one whose config is not the one checked (a run_name timestamp
-    read in another second names another folder)."""
+    job), its resume decided again in the folder the job has now claimed (another run may have used
+    it since the check). A job it could not plan is planned here, once: one run in another process
+    (joblib, submitit), an Optuna trial, or one whose config is not the one checked."""
     plan = plans.pop(run_dir, None)
     if plan is not None and plan.overrides == overrides and plan.record == config_record(cfg):
-        return plan
+        return plan_in_folder(plan.run, plan.record, run_dir, plan.overrides)
     return plan_job(cfg, run_dir, overrides)
 
 

@@ -3,8 +3,10 @@ display; safe in a thread). Panels against the step: train and val loss; the val
 validation stage, when a run has them; the learning rate. Events are vertical lines, one line style
 per kind, in the run's colour. matplotlib is imported only when something is drawn."""
 
+import functools
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,18 @@ MAX_RUNS_IN_ONE_COLUMN = 4
 STAGES_PER_LEGEND_COLUMN = 14  # as many as fit the panel's height
 STAGE_LIGHTEST = 0.7  # the last stage's line: the run's colour this far towards white
 
+# fonts with the glyphs of other scripts (CJK above all), tried in this order after the default one
+FALLBACK_FONTS = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "Droid Sans Fallback",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Arial Unicode MS",
+)
+
 # One line style per event kind, in EVENT_KINDS' order; the colour is the run's.
 EVENT_STYLES = dict(zip(EVENT_KINDS, ("--", "-.", ":", (0, (6, 2, 1, 2, 1, 2)), "-")))
 
@@ -31,6 +45,7 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, metrics_filename: str = METRI
 
 def draw(runs: list[RunCurves], out: Path) -> None:
     """Draw `runs` into the PNG `out` atomically: 1000 px wide, the run legend above 2 or 3 panels of 250 px."""
+    quiet_missing_glyphs()
     last_stage = max((stage for run in runs for stage in run.stage_losses), default=None)
     staged = last_stage is not None
     colours = run_colours(len(runs))
@@ -177,9 +192,26 @@ def run_legend(figure, runs: list[RunCurves], colours: list):
         Line2D([], [], color=colour, linewidth=2, label=textwrap.fill(run.label, width, subsequent_indent="  "))
         for run, colour in zip(runs, colours)
     ]
+    font = {"family": ["sans-serif", *fallback_fonts()], "size": "small"}
     return figure.legend(
-        handles=handles, loc="upper left", bbox_to_anchor=(0, 1), ncols=columns, fontsize="small", frameon=False
+        handles=handles, loc="upper left", bbox_to_anchor=(0, 1), ncols=columns, prop=font, frameon=False
     )
+
+
+@functools.cache
+def fallback_fonts() -> tuple[str, ...]:
+    """The installed fonts of FALLBACK_FONTS, for the glyphs of a label the default font lacks."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return tuple(name for name in FALLBACK_FONTS if name in installed)
+
+
+def quiet_missing_glyphs() -> None:
+    """A label in a script no installed font covers (run_name=实验 where no CJK font is installed) is
+    drawn as boxes, without matplotlib's warning per glyph on stderr. A filter, not catch_warnings():
+    the draw runs in a thread, and catch_warnings() would swap the process's filters under the others."""
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
 
 
 def style_legend(ax, event_kinds: set[str]) -> None:
