@@ -2,6 +2,7 @@
 
 from masking.base import MaskingResult, MaskingStrategy
 from masking.corruption import Corruption
+from masking.elbo import ElboMasking
 from masking.errors import MaskingConfigError
 from masking.random import RandomMasking
 from masking.registry import STRATEGIES, strategy_class
@@ -11,6 +12,7 @@ from masking.sticky import StickyMasking
 __all__ = [
     "STRATEGIES",
     "Corruption",
+    "ElboMasking",
     "MaskingConfigError",
     "MaskingResult",
     "MaskingStrategy",

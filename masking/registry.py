@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from masking.base import MaskingStrategy
+from masking.elbo import ElboMasking
 from masking.errors import MaskingConfigError
 from masking.random import RandomMasking
 from masking.span import SpanMasking
 from masking.sticky import StickyMasking
 
 STRATEGIES: dict[str, type[MaskingStrategy]] = {
-    cls.__dataclass_fields__["type"].default: cls for cls in (StickyMasking, RandomMasking, SpanMasking)
+    cls.__dataclass_fields__["type"].default: cls for cls in (StickyMasking, RandomMasking, SpanMasking, ElboMasking)
 }
 
 

@@ -12,6 +12,7 @@ import torch
 from masking import (
     STRATEGIES,
     Corruption,
+    ElboMasking,
     MaskingConfigError,
     RandomMasking,
     SpanMasking,
@@ -136,10 +137,29 @@ def test_corruption_all_random_stays_in_base_vocab():
     assert out.min().item() >= 0 and out.max().item() < 10
 
 
+@pytest.mark.parametrize("stratified", [True, False])
+def test_elbo_masks_n_uniform_over_1_to_T_with_mask_id_only(stratified):
+    # the likelihood bound's n ~ U{1..T}: every count equally often, each row exactly n [MASK] ids
+    x = tokens(4096, 16)
+    result = ElboMasking(stratified)(x, mask_id=MASK_ID, base_vocab_size=VOCAB, generator=gen())
+    counts = torch.bincount(result.mask.sum(dim=1), minlength=17)
+    assert counts[0] == 0 and counts[1:].min() > 0.8 * 256 and counts[1:].max() < 1.2 * 256
+    assert torch.equal(result.corrupted, x.masked_fill(result.mask, MASK_ID))
+
+
+def test_elbo_stratified_rows_cover_every_level_once():
+    strategy = ElboMasking()
+    counts = strategy.counts(16, 16, gen(3), torch.device("cpu"))
+    assert sorted(counts.tolist()) == list(range(1, 17))  # B = T: one row per masking level
+    assert strategy.describe() == "elbo n~U{1..T} stratified"
+
+
 STRATEGY_CASES = [
     StickyMasking(0.4, 0.15, 0.3),
     RandomMasking(0.5),
     SpanMasking(3),
+    ElboMasking(),
+    ElboMasking(stratified=False),
 ]
 
 
@@ -198,12 +218,12 @@ def test_error_messages():
     assert "masks no position" in str(info.value)
     with pytest.raises(MaskingConfigError) as info:
         strategy_class("bert")
-    assert info.value.allowed == "sticky, random, span"
-    assert str(info.value) == "type='bert': unknown masking strategy; allowed: sticky, random, span"
+    assert info.value.allowed == "sticky, random, span, elbo"
+    assert str(info.value) == "type='bert': unknown masking strategy; allowed: sticky, random, span, elbo"
 
 
 def test_strategies_by_config_name():
-    assert STRATEGIES == {"sticky": StickyMasking, "random": RandomMasking, "span": SpanMasking}
+    assert STRATEGIES == {"sticky": StickyMasking, "random": RandomMasking, "span": SpanMasking, "elbo": ElboMasking}
     assert strategy_class("span") is SpanMasking
     # the defaults are the masking group's defaults; sticky and random corrupt BERT-style, span does not
     assert StickyMasking() == StickyMasking(0.4, 0.15, 0.3, corruption=Corruption(0.8, 0.1))
@@ -254,7 +274,7 @@ def test_strategies_issue_no_per_row_syncs():
         slow(tokens(64, 16), mask_id=MASK_ID, base_vocab_size=VOCAB, generator=gen())
     assert calls[0] <= math.ceil(StickyMasking.max_rounds(slow.target_count(16)) / ROUNDS_PER_SYNC)
 
-    for strategy in (RandomMasking(0.5), SpanMasking(5)):
+    for strategy in (RandomMasking(0.5), SpanMasking(5), ElboMasking()):
         with count_syncs() as calls:
             strategy(tokens(64, 64), mask_id=MASK_ID, base_vocab_size=VOCAB, generator=gen())
         assert calls[0] == 0, strategy.describe()

@@ -158,7 +158,7 @@ class Config:
             raise ConfigError(
                 "masking",
                 "stages=single trains the masking group's strategy, and none is chosen",
-                "sticky, random, span",
+                ", ".join(masking.STRATEGIES),
             )
         if self.stages.train is not None and self.masking is not None:
             raise ConfigError(

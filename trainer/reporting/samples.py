@@ -21,7 +21,9 @@ class Samples(Callback):
 
     def on_eval(self, trainer, record: dict) -> None:
         if math.isfinite(record["val/loss"]):
-            trainer.callbacks.on_samples(trainer, self.sampler(trainer.runtime.raw_model, trainer.data.validation_set))
+            samples = self.sampler(trainer.runtime.raw_model, trainer.data.validation_set)
+            trainer.timer.lap("evaluation")  # drawing them is part of the evaluation, not of logging
+            trainer.callbacks.on_samples(trainer, samples)
 
     def on_train_start(self, trainer) -> None:
         truncate_after(self.path, trainer.state.step if trainer.files.resumed_from is not None else -1)
