@@ -35,6 +35,19 @@ MATCHED = [
     "loss.reduction=sample",
 ]
 ELBO = ["masking=elbo", "loss.reduction=sample"]
+# the first stage of the defaults' curriculum (where a 2000-step run stays) without the BERT-style noise
+LOW_ABSORBING = [
+    "masking=random",
+    "masking.max_masked_ratio=0.3",
+    "masking.corruption.mask_prob=1",
+    "masking.corruption.random_prob=0",
+]
+# every batch: half its rows from that first stage (BERT-style noise), half from masking=elbo
+MIXTURE = [
+    "stages.train=[{type: random, max_masked_ratio: 0.3, val_loss_stale_count: 99},"
+    " {type: elbo, val_loss_stale_count: 99}]",
+    "stages.mix=all",
+]
 ROWS = {
     "language model (AR)": LM,
     "unmasking defaults, learned": UNMASKING,
@@ -43,6 +56,15 @@ ROWS = {
     "matched random, rope": [*UNMASKING, *MATCHED, "model.positions=rope"],
     "elbo, learned": [*UNMASKING, *ELBO],
     "elbo, rope (the preset)": ["experiment=shakespeare_diffusion_cpu"],
+    "elbo unstratified, rope": [*UNMASKING, *ELBO, "masking.stratified=false", "model.positions=rope"],
+    "random r<=0.3 [MASK] only, rope": [*UNMASKING, *LOW_ABSORBING, "model.positions=rope"],
+    "random r<=1 BERT noise, rope": [
+        *UNMASKING,
+        "masking=random",
+        "masking.max_masked_ratio=1",
+        "model.positions=rope",
+    ],
+    "r<=0.3 BERT + elbo rows, rope": [*UNMASKING, *MIXTURE, "model.positions=rope"],
 }
 
 

@@ -90,6 +90,7 @@ def test_joblib_runs_two_jobs_in_parallel(tmp_path, corpus_file):
     assert OmegaConf.load(sweep / "1" / ".hydra" / "config.yaml").optim.lr == 2e-3
 
 
+@pytest.mark.slow  # the Optuna sweeper end to end (~35 s); its presets and bounds are checked by default
 def test_optuna_runs_three_trials_and_a_relaunch_skips_them(tmp_path, corpus_file):
     sweep = tmp_path / "sweep"
     args = tiny_sweep(corpus_file, sweep, "experiment=optuna_unmasking_cpu", "hydra.sweeper.n_trials=3")
