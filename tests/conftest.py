@@ -17,6 +17,7 @@ from trainer.build import build_trainer
 from trainer.cli import main as cli
 from trainer.cli.main import CONF_DIR
 from trainer.config import register_schemas
+from trainer.objectives import MODES
 from trainer.plan import plan_job
 
 WORDS = (
@@ -76,7 +77,7 @@ def compose_config(overrides: list[str]):
 # without the curves (tests/test_plot.py draws them), which would cost each run a second or two.
 TINY_RUN = ["debug=smoke", "log_interval=5", "optim.warmup_iters=5", "optim.lr=3e-3", "logger=[console,jsonl]"]
 CURRICULUM_CHOICES = {"masking", "stages", "experiment"}
-UNSTAGED_MODES = {"mode=language_model", "mode=token_classification"}
+UNSTAGED_MODES = {f"mode={name}" for name, mode in MODES.items() if not mode.staged}
 
 
 def tiny_overrides(corpus_file: Path, *extra: str) -> list[str]:
