@@ -116,7 +116,7 @@ class Trainer:
 
     def apply(self, verdict: Verdict, metrics: StepMetrics | None = None) -> None:
         """Carry out the guard's verdict on a step (with its `metrics`) or on an evaluation (without)."""
-        if verdict is not GOOD:
+        if verdict.failed:
             self.report(verdict)
         if verdict.decision is Decision.STOP:
             raise TrainingDiverged(self.guard.give_up_reason(self.state.step, verdict, self.files.checkpoints.latest()))
@@ -155,7 +155,7 @@ class Trainer:
         metrics["val/loss"] = self.hooks.run("val_loss", self.state.step, metrics["val/loss"])
         self.timer.lap("evaluation")
         verdict = self.guard.judge_val_loss(self.state.step, metrics["val/loss"])
-        if verdict is not GOOD:
+        if verdict.failed:
             self.callbacks.on_eval(self, metrics)
             return verdict
         is_best = metrics["val/loss"] < self.state.best_val_loss

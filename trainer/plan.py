@@ -6,7 +6,6 @@ checkpoint), the run folder, the command-line overrides, and the resume decision
 the job continues (or, with eval_only, evaluates), or None for a fresh start.
 """
 
-import copy
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,14 +68,7 @@ def reconciled(plan: JobPlan, payload: dict) -> tuple[JobPlan, list[str]]:
     reconciliation = reconcile(payload, plan.record, plan.run)
     if not reconciliation.horizons:
         return plan, reconciliation.lines
-    run, record = copy.deepcopy(plan.run), copy.deepcopy(plan.record)
-    for dotted, step in reconciliation.horizons.items():
-        path, _, key = dotted.rpartition(".")
-        section_of_run, section_of_record = run, record
-        for name in path.split("."):
-            section_of_run, section_of_record = getattr(section_of_run, name), section_of_record[name]
-        setattr(section_of_run, key, step)
-        section_of_record[key] = step
+    run, record = reconciliation.kept_in(plan.run, plan.record)
     return replace(plan, run=run, record=record), reconciliation.lines
 
 

@@ -7,6 +7,7 @@ rate decay and of the entropy penalty's ramp, so neither jumps. Which keys are f
 horizons is declared on the config fields themselves (trainer/knobs.py).
 """
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,6 +146,15 @@ class Reconciliation:
 
     horizons: dict[str, int]
     lines: list[str]
+
+    def kept_in(self, run: Config, record: dict) -> tuple[Config, dict]:
+        """Copies of a run config and its record that keep the horizons (as numbers)."""
+        run, record = copy.deepcopy(run), copy.deepcopy(record)
+        for dotted, step in self.horizons.items():
+            section, _, key = dotted.rpartition(".")
+            setattr(_attribute(run, section), key, step)
+            _node(record, section)[key] = step
+        return run, record
 
 
 def reconcile(payload: dict, current: dict, run: Config) -> Reconciliation:

@@ -68,12 +68,6 @@ class CallbackList:
         """Call `callback` after the ones there are."""
         self._callbacks.append(callback)
 
-    def __iter__(self):
-        return iter(self._callbacks)
-
-    def __len__(self) -> int:
-        return len(self._callbacks)
-
     def _dispatch(self, hook: str, *args) -> None:
         for callback in self._callbacks:
             getattr(callback, hook)(*args)
