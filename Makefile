@@ -3,8 +3,9 @@
 VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# the tests also run the launcher and sweeper plugins (the `sweeps` extra); `make train` does without
-TEST_STAMP := $(VENV)/.installed-sweeps
+# the tests also run the launcher and sweeper plugins (the `sweeps` extra) and read Parquet and Hugging Face
+# datasets (the `corpora` extra); `make train` does without
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: setup train test format bench clean
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PYTHON) -m pip install --quiet -e '.[dev,sweeps]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,sweeps,corpora]'
 	touch $(TEST_STAMP)
 
 train: setup

@@ -15,6 +15,8 @@ from trainer.config import Config
 from trainer.contract import check
 from trainer.errors import ConfigError
 from trainer.objectives import MODES
+from trainer.tokenization import train_bpe
+from trainer.vocab import CharTokenizerConfig
 
 GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name not in ("experiment", "logger"))
 OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((Path(CONF_DIR) / group).glob("*.yaml"))]
@@ -31,6 +33,12 @@ def test_every_mode_has_a_conf_file_and_a_schema():
     assert set(MODES) == {"language_model", "unmasking", "token_classification", "sequence_scoring"}
 
 
+def tokenizer_json(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    train_bpe(["the king and the queen"] * 10, 300, 2)._tokenizer.save(str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def companions(tmp_path_factory, unmasking_checkpoint, corpus_file):
     """What an option needs besides itself to form a complete, valid config."""
@@ -43,6 +51,10 @@ def companions(tmp_path_factory, unmasking_checkpoint, corpus_file):
         ],
         ("transfer", "two_stage"): [f"transfer.checkpoint={unmasking_checkpoint}", "mode=token_classification"],
         ("data", "text"): [f"data.path={corpus_file}"],
+        ("data", "jsonl"): [f"data.path={corpus_file}"],  # checked when it is read, not composed
+        ("data", "parquet"): [f"data.path={corpus_file}"],
+        ("data", "hf"): ["data.dataset=wikitext"],
+        ("tokenizer", "pretrained"): [f"tokenizer.path={tokenizer_json(tmp_path_factory)}"],
         ("stages", "single"): ["masking=sticky"],
         ("loss", "reference"): ["max_iters=7000"],  # its penalty starts at step 6000
     }
@@ -53,7 +65,7 @@ def test_option_composes_under_its_schema_and_validates(group, option, companion
     cfg = compose_config([f"{group}={option}", *companions.get((group, option), [])])
     run = check(cfg)
     node = getattr(run, group, None)
-    if group in ("mode", "masking"):  # one schema per option: the option's own class
+    if group in ("mode", "masking", "tokenizer"):  # one schema per option: the option's own class
         assert type(node).__name__ != "dict" and getattr(node, "name", getattr(node, "type", None)) == option
     # a key that the option's schema does not declare is refused when the config is composed
     if group not in ("debug", "stages") and node is not None:
@@ -75,9 +87,10 @@ def test_schema_defaults_are_the_default_run():
     for key in ("model", "data", "optim", "system", "stability", "transfer", "checkpoint"):
         assert composed[key] == schema[key], key
     top = [f.name for f in fields(Config) if f.name not in ("run_name",) and not isinstance(schema[f.name], dict)]
-    assert {k: composed[k] for k in top if k not in ("masking", "stages", "mode")} == {
-        k: schema[k] for k in top if k not in ("masking", "stages", "mode")
+    assert {k: composed[k] for k in top if k not in ("masking", "stages", "mode", "tokenizer")} == {
+        k: schema[k] for k in top if k not in ("masking", "stages", "mode", "tokenizer")
     }
+    assert compose_config([]).tokenizer == OmegaConf.structured(CharTokenizerConfig)
     for mode in MODES.values():
         required = {"unmasking_checkpoint": "x.pt"} if mode.name == "sequence_scoring" else {}
         composed = compose_config([f"mode={mode.name}", *(f"mode.{k}={v}" for k, v in required.items())]).mode

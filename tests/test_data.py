@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from tests.conftest import generated_text
-from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
-from trainer.corpus import load_text, prepare, strip_markdown
+from trainer.batches import BatchStream, Stream, TokenWindows, WindowStarts, generator_for
+from trainer.corpus import CorpusName, DataConfig, prepare
 from trainer.errors import DataError
 from trainer.schedule import learning_rate
-from trainer.vocab import RESERVED_IDS, Vocabulary
+from trainer.sources import TextSource, shakespeare_plays, strip_markdown
+from trainer.vocab import RESERVED_IDS, CharTokenizerConfig, Vocabulary
 
 
 def test_special_ids_follow_the_base_characters():
@@ -17,9 +18,15 @@ def test_special_ids_follow_the_base_characters():
     assert vocab.base_size == 9
     assert (vocab.mask_id, vocab.cls_id, vocab.size) == (9, 10, 9 + RESERVED_IDS)
     ids = vocab.encode("hello\n")
-    assert ids.dtype == np.uint16 and vocab.decode(ids) == "hello\n"
+    assert vocab.token_dtype == np.uint16 and vocab.decode(ids) == "hello\n"
     assert vocab.decode([*ids[:2], vocab.mask_id]) == "he_"
     assert Vocabulary.from_dict(vocab.to_dict()) == vocab
+
+
+def test_a_vocabulary_of_the_first_format_reads_as_char_without_documents():
+    legacy = {"chars": ["\n", " ", "a"], "base_size": 3, "size": 18, "mask_id": 3, "cls_id": 4}
+    vocab = Vocabulary.from_dict(legacy)
+    assert (vocab.kind, vocab.documents, vocab.mask_id, vocab.cls_id) == ("char", False, 3, 4)
 
 
 def test_strip_markdown_gives_plain_play_text():
@@ -28,29 +35,36 @@ def test_strip_markdown_gives_plain_play_text():
 
 
 def test_builtin_corpus_is_shakespeare_without_markup():
-    text = load_text("shakespeare", None)
+    text = shakespeare_plays()
     assert len(text) > 4_000_000
     assert "HAMLET:\n" in text and "To be, or not to be" in text
     assert not set("*#\\") & set(text)
 
 
+def text_of(path) -> list[str]:
+    """The documents of data=text at `path`."""
+    return ["".join(document) for document in TextSource(str(path)).documents()]
+
+
 def test_prepare_splits_and_caches(tmp_path):
     text = generated_text(10_000)
-    corpus = prepare(text, tmp_path, val_fraction=0.1)
-    assert list(tmp_path.iterdir()) == []  # nothing is cached until the run is accepted
-    corpus.save()
+    (tmp_path / "c.txt").write_text(text)
+    data = DataConfig(name=CorpusName.text, path=str(tmp_path / "c.txt"), cache_dir=str(tmp_path / "cache"))
+    corpus = prepare(data, CharTokenizerConfig())
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(corpus.directory.name)] == []
+    corpus.save()  # nothing is cached until the run is accepted
     train, val = corpus.split("train"), corpus.split("val")
     assert (len(train), len(val)) == (9_000, 1_000)
     assert corpus.vocab.decode(np.concatenate([train, val])) == text
-    mtime = (corpus.directory / "train.bin").stat().st_mtime_ns
-    assert prepare(text, tmp_path, 0.1).directory == corpus.directory
-    assert (corpus.directory / "train.bin").stat().st_mtime_ns == mtime
+    mtime = (corpus.directory / "manifest.json").stat().st_mtime_ns
+    assert prepare(data, CharTokenizerConfig()).directory == corpus.directory
+    assert (corpus.directory / "manifest.json").stat().st_mtime_ns == mtime
 
 
-def test_folder_of_files_is_one_corpus(tmp_path):
+def test_each_file_of_a_folder_is_a_document(tmp_path):
     (tmp_path / "b.txt").write_text("second")
     (tmp_path / "a.txt").write_text("first")
-    assert load_text("text", str(tmp_path)) == "first\n\nsecond"
+    assert text_of(tmp_path) == ["first", "second"]
 
 
 def test_hidden_files_and_folders_and_byte_order_marks_are_not_text(tmp_path):
@@ -61,14 +75,14 @@ def test_hidden_files_and_folders_and_byte_order_marks_are_not_text(tmp_path):
         (tmp_path / hidden / "b.txt").write_text("hidden")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.txt").write_text("third")
-    assert load_text("text", str(tmp_path)) == "first\n\nthird"
+    assert text_of(tmp_path) == ["first", "third"]
 
 
 def test_non_utf8_file_is_a_data_error_naming_the_file(tmp_path):
     (tmp_path / "good.txt").write_text("fine")
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
     with pytest.raises(DataError, match="data.path") as err:
-        load_text("text", str(tmp_path))
+        text_of(tmp_path)
     assert "bad.txt" in str(err.value)
 
 
@@ -85,7 +99,8 @@ def test_windows_are_seeded_slices_of_the_split():
 def test_paragraph_boundaries_start_at_double_newlines():
     text = generated_text(5_000)
     vocab = Vocabulary.from_text(text)
-    windows = TokenWindows(vocab.encode(text), 20, paragraph_boundaries=True, newline_id=vocab.chars.index("\n"))
+    tokens = vocab.encode(text)
+    windows = TokenWindows(tokens, 20, WindowStarts.after_blank_lines(tokens, 20, vocab.tokenizer.chars.index("\n")))
     batch = windows.sample(32, generator_for(0, Stream.TRAIN, 0))
     assert all(vocab.decode(row[:2]) == "\n\n" for row in batch)
 

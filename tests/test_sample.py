@@ -26,9 +26,10 @@ from trainer.sampling.decoding import RowNoise, autoregressive, filtered_logits
 from trainer.sampling.generate import canvas, generate
 from trainer.sampling.settings import SamplingConfig
 from trainer.sampling.unmasking import iterative_unmasking
+from trainer.tokenization import CharTokenizer
 from trainer.vocab import Vocabulary
 
-VOCAB = Vocabulary(tuple("\n !,.:?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+VOCAB = Vocabulary(CharTokenizer(tuple("\n !,.:?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")))
 
 
 def tiny_model(attention: Attention, block_size: int = 32, seed: int = 0):
@@ -40,7 +41,7 @@ def tiny_model(attention: Attention, block_size: int = 32, seed: int = 0):
 @torch.no_grad()
 def test_top_k_1_is_greedy_argmax():
     model = tiny_model(Attention.causal)
-    context = torch.tensor([[VOCAB.chars.index("T")], [VOCAB.chars.index("a")]])
+    context = torch.tensor([[VOCAB.tokenizer.chars.index("T")], [VOCAB.tokenizer.chars.index("a")]])
     settings = SamplingConfig(top_k=1, temperature=0.7)
     sampled = autoregressive(model, context, 20, VOCAB.base_size, settings, RowNoise(5, 2, torch.device("cpu")))
     greedy = context
@@ -95,7 +96,7 @@ def test_infill_keeps_every_given_character_and_fills_every_hole():
         assert text.startswith("KING:") and len(text) == len("KING:") + len(template)
         body = text[len("KING:") :]
         assert all(body[i] == ch for i, ch in enumerate(template) if ch != "_")
-        assert all(body[i] in VOCAB.chars for i in holes)
+        assert all(body[i] in VOCAB.tokenizer.chars for i in holes)
 
 
 def test_the_schedule_leaves_its_masked_fraction_after_each_step():
@@ -128,13 +129,17 @@ def test_same_seed_same_samples_and_each_sample_has_its_own_seed():
     assert not torch.equal(first[0], first[1])
 
 
+def test_a_template_without_holes_is_refused():
+    with pytest.raises(ConfigError, match="holds no position to fill"):
+        canvas(SamplingConfig(template="no holes"), VOCAB, 64, unmasking=True)
+
+
 @pytest.mark.parametrize(
     "options, key",
     [
         ({"steps": 4, "schedule": [0.5, 0.2]}, "schedule"),
         ({"steps": 3, "schedule": [0.2, 0.5]}, "schedule"),
         ({"schedule": "exponential"}, "schedule"),
-        ({"template": "no holes"}, "template"),
         ({"template": "a_", "length": 4}, "length"),
         ({"randomness": 0.3, "remasking": "random"}, "randomness"),
     ],
@@ -427,7 +432,7 @@ def test_text_values_reach_the_config_as_typed(value):
 
 def test_a_tiny_temperature_is_greedy():
     model = tiny_model(Attention.causal)
-    context = torch.tensor([[VOCAB.chars.index("T")]])
+    context = torch.tensor([[VOCAB.tokenizer.chars.index("T")]])
     noise = lambda: RowNoise(0, 1, torch.device("cpu"))  # noqa: E731
     cold = autoregressive(model, context, 12, VOCAB.base_size, SamplingConfig(temperature=1e-45), noise())
     greedy = autoregressive(model, context, 12, VOCAB.base_size, SamplingConfig(top_k=1), noise())

@@ -35,33 +35,60 @@ def generator_for(seed: int, stream: Stream, step: int, micro_step: int = 0, epo
 
 
 class TokenWindows:
-    """Uniformly sampled windows of `length` tokens from one split (a memmap; never loaded whole)."""
+    """Uniformly sampled windows of `length` tokens from one split (a memmap; never loaded whole),
+    starting anywhere, or only where `starts` allows (after a blank line, inside one document)."""
 
-    def __init__(
-        self, tokens: np.ndarray, length: int, paragraph_boundaries: bool = False, newline_id: int | None = None
-    ):
+    def __init__(self, tokens, length: int, starts: "WindowStarts | None" = None):
         if len(tokens) <= length:
             raise ValueError(f"split of {len(tokens)} tokens is too short for windows of {length}")
         self.tokens, self.length = tokens, length
-        self.starts = None
-        if paragraph_boundaries and newline_id is not None:
-            self.starts = _paragraph_starts(tokens, length, newline_id)
+        self.starts = starts or WindowStarts.anywhere(len(tokens), length)
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        if self.starts is None:
-            starts = torch.randint(len(self.tokens) - self.length, (n,), generator=generator).numpy()
-        else:
-            starts = self.starts[torch.randint(len(self.starts), (n,), generator=generator).numpy()]
+        """(n, length) int64 windows."""
+        starts = self.starts.draw(n, generator)
         windows = self.tokens[starts[:, None] + np.arange(self.length)]
         return torch.from_numpy(windows.astype(np.int64))
 
 
-def _paragraph_starts(tokens: np.ndarray, length: int, newline_id: int) -> np.ndarray | None:
-    """Start indices at double newlines (vectorised); None when the text has too few of them."""
-    data = np.asarray(tokens)
-    double = np.flatnonzero((data[:-1] == newline_id) & (data[1:] == newline_id))
-    double = double[double < len(data) - length]
-    return double if len(double) else None
+class WindowStarts:
+    """Where windows may start: runs of consecutive positions (`firsts[i]`, `counts[i]` of them),
+    drawn uniformly over all of them. Memory grows with the runs (one per document at most), not the
+    tokens."""
+
+    def __init__(self, firsts: np.ndarray, counts: np.ndarray):
+        self.firsts, self.counts = np.asarray(firsts, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+        self.ends = np.cumsum(self.counts)  # the draws below each run's end belong to it
+
+    @classmethod
+    def anywhere(cls, tokens: int, length: int) -> "WindowStarts":
+        return cls([0], [tokens - length])
+
+    @classmethod
+    def after_blank_lines(cls, tokens, length: int, newline_id: int) -> "WindowStarts | None":
+        """At double newlines (vectorised); None when the text has none early enough."""
+        data = np.asarray(tokens)
+        double = np.flatnonzero((data[:-1] == newline_id) & (data[1:] == newline_id))
+        double = double[double < len(data) - length]
+        return cls(double, np.ones_like(double)) if len(double) else None
+
+    @classmethod
+    def within_documents(cls, tokens: int, ends: np.ndarray, length: int) -> "WindowStarts | None":
+        """Windows that end at or before their document's end-of-document id (`ends`: their positions;
+        text after the last one is a document too). None when no document holds a window."""
+        lasts = ends if len(ends) and ends[-1] == tokens - 1 else np.append(ends, tokens - 1)
+        firsts = np.concatenate([[0], lasts[:-1] + 1])
+        counts = lasts - firsts - length + 2
+        fits = counts > 0
+        return cls(firsts[fits], counts[fits]) if fits.any() else None
+
+    def draw(self, n: int, generator: torch.Generator) -> np.ndarray:
+        """(n,) start positions."""
+        draws = torch.randint(int(self.ends[-1]), (n,), generator=generator).numpy()
+        if len(self.firsts) == 1:
+            return self.firsts[0] + draws
+        run = np.searchsorted(self.ends, draws, side="right")
+        return self.firsts[run] + draws - (self.ends[run] - self.counts[run])
 
 
 class BatchStream:

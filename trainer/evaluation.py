@@ -18,6 +18,7 @@ def evaluate(runtime: Runtime, objective: Objective, data: Data, run, step: int,
         train_loss = estimate_train_loss(runtime, objective, data, run, step, stage)
         # each rank evaluates its share of the validation batches; the values of all are joined
         val = objective.evaluate(runtime.model, runtime.dist.shard(data.validation_set), runtime.gather)
+    val = data.in_text_units(val)
     runtime.model.train()
     return {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}
 

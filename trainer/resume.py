@@ -190,10 +190,19 @@ def reconcile(payload: dict, current: dict, run: Config) -> Reconciliation:
 def config_changes(before: dict, after: dict, run: Config) -> tuple[list[str], str]:
     """The keys whose values differ between two flattened configs, and `key: saved -> now` for each
     of them a resume may not change unless `resume_changes` names it ("" when there is none)."""
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and not _newer(k, before))
     free, asked = free_on_resume(run), tuple(run.resume_changes)
     refused = [k for k in changed if not _matches(k, free) and not _matches(k, asked)]
     return changed, "; ".join(f"{k}: {_short(before.get(k))} -> {_short(after.get(k))}" for k in refused)
+
+
+def _newer(key: str, before: dict) -> bool:
+    """A key the saved config lacks, in a section it has or a new one: the checkpoint predates it (a
+    key is added with the default that keeps earlier behaviour). A section that was null is not."""
+    if key in before:
+        return False
+    parts = key.split(".")
+    return not any(".".join(parts[:i]) in before for i in range(1, len(parts)))
 
 
 def schedule_horizons(saved: dict, run: Config) -> tuple[dict[str, int], dict[str, int]]:

@@ -35,6 +35,19 @@ class Data:
     stream: BatchStream  # training batches, prepared ahead
     train_windows: TokenWindows  # for the fresh training batches of an evaluation
     validation_set: list[Batch]  # fixed, on the device
+    bytes_per_token: float = 1.0  # UTF-8 bytes of text per token of the validation split
+    characters: bool = True  # whether an id is one character (a char vocabulary)
+
+    def in_text_units(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Bits per byte of UTF-8 text beside each bits-per-token metric (`bpc`, `bpc_bound`): one scale
+        for every tokenizer. Bits per token are bits per character only for a char vocabulary; the
+        others do not report them."""
+        for per_token, per_byte in (("bpc", "bpb"), ("bpc_bound", "bpb_bound")):
+            if per_token in metrics:
+                metrics[per_byte] = metrics[per_token] / self.bytes_per_token
+                if not self.characters:
+                    del metrics[per_token]
+        return metrics
 
     def step_batches(self, step: int, stage: int, rollbacks: int) -> list[Batch]:
         """This process's CPU micro-batches of `step` (global micro-step indices); the rollback count

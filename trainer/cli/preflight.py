@@ -7,6 +7,7 @@ job takes when Hydra runs it (`job_plan`): a job's config is validated once.
 """
 
 import argparse
+import contextlib
 import copy
 import os
 import re
@@ -22,10 +23,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from trainer.build import checked_text
 from trainer.cli.plugins import check_launcher, is_optuna_sweep, optuna_checks
 from trainer.config import Config
 from trainer.contract import check, check_writable
+from trainer.corpus import PreparedCorpus, prepare
 from trainer.errors import ConfigError, UserError
 from trainer.plan import JobPlan, check_resume, config_record, plan_in_folder, plan_job
 from trainer.run_lock import refuse_if_in_use
@@ -57,8 +58,8 @@ def preflight(args: argparse.Namespace) -> Checked:
         return Checked()
     refuse_group_misuse(args.overrides)
     key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
-    plans, refused, corpora = [], [], set()  # refused: (job number, its run folder, the error) of each refused resume
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="trainer"):
+    plans, refused, corpora = [], [], {}  # refused: (job number, its run folder, the error) of each refused resume
+    with staged(corpora), initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="trainer"):
         jobs, searched = planned_jobs(args)
         for number, overrides in enumerate(jobs):
             cfg = compose_job(overrides)
@@ -73,12 +74,25 @@ def preflight(args: argparse.Namespace) -> Checked:
                     refused.append((job_number, run_dir, err))
                 else:
                     plans.append(plan)
-    refuse_resumes(refused, args.multirun)
+        refuse_resumes(refused, args.multirun)
     # an Optuna trial's values are drawn when it runs: the configs checked for it are not its own
     return Checked(first_missing_folder(output), {} if searched else plans_by_folder(plans))
 
 
-def checked_job(cfg: DictConfig, multirun: bool, key: str, corpora: set[tuple]) -> tuple[Config, dict]:
+@contextlib.contextmanager
+def staged(corpora: dict[tuple, PreparedCorpus]):
+    """The corpora a sweep's check prepared: kept in the cache when every job is accepted, else dropped."""
+    try:
+        yield
+    except BaseException:
+        for corpus in corpora.values():
+            corpus.discard()
+        raise
+    for corpus in corpora.values():
+        corpus.save()
+
+
+def checked_job(cfg: DictConfig, multirun: bool, key: str, corpora: dict[tuple, PreparedCorpus]) -> tuple[Config, dict]:
     """The validated config of a composed job (the one validation of the job) and its record; the
     folders it writes must be writable, and a sweep's launcher settings acceptable."""
     if multirun:
@@ -94,15 +108,15 @@ def checked_job(cfg: DictConfig, multirun: bool, key: str, corpora: set[tuple]) 
     return run, config_record(job)
 
 
-def check_corpus(run: Config, checked: set[tuple]) -> None:
-    """A sweep's job's corpus: it exists, is readable and is long enough for its windows (DataError),
-    checked before the first job starts; nothing is written (no data cache entry). `checked` holds
-    the corpora checked already: the jobs that share one check it once."""
-    data = run.data
-    key = (data.name, data.path, data.val_fraction, run.window_length)
+def check_corpus(run: Config, checked: dict[tuple, PreparedCorpus]) -> None:
+    """A sweep's job's corpus: it exists, is readable and holds windows in both splits (DataError),
+    checked before the first job starts. `checked` holds the corpora checked already (the jobs that
+    share one check it once); a corpus prepared here stays staged until every job is accepted."""
+    key = (str(run.data), str(run.tokenizer), run.window_length)
     if key not in checked:
-        checked_text(run)
-        checked.add(key)
+        checked[key] = prepare(run.data, run.tokenizer)
+        for split in ("train", "val"):
+            checked[key].windows(split, run.window_length, run.data)
 
 
 def job_folders(cfg: DictConfig, run: Config, number: int, searched: bool, multirun: bool, key: str):

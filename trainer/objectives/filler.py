@@ -43,7 +43,7 @@ class Filler:
         with self.autocast:
             logits = self.model(corrupted, predict_at=predict_at)
         # only real characters: the mask and the other special ids are never a completion
-        logits = logits[:, : self.vocab.base_size].float()
+        logits = logits[:, : self.vocab.classes].float()
         if self.fill == Fill.argmax:
             predicted = logits.argmax(-1)
         else:

@@ -27,7 +27,7 @@ class LanguageModelMode(ModeConfig):
     }
 
     def build_objective(self, vocab, curriculum, filler, loss) -> Objective:
-        return LanguageModelObjective(loss.build(vocab.base_size))
+        return LanguageModelObjective(loss.build(vocab.classes))
 
 
 class LanguageModelObjective(ClassifierObjective):

@@ -47,7 +47,7 @@ class UnmaskingMode(ModeConfig):
     }
 
     def build_objective(self, vocab, curriculum, filler, loss) -> Objective:
-        return UnmaskingObjective(curriculum, vocab, loss.build(vocab.base_size), self.bound_draws)
+        return UnmaskingObjective(curriculum, vocab, loss.build(vocab.classes), self.bound_draws)
 
 
 class UnmaskingObjective(ClassifierObjective):
@@ -131,7 +131,7 @@ class UnmaskingObjective(ClassifierObjective):
             batch.first_row,
             self.validation_windows,
             self.vocab.mask_id,
-            self.vocab.base_size,
+            self.vocab.classes,
             self.bound_draws,
         )
         return {"row_bound": terms}

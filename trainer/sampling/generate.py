@@ -1,6 +1,7 @@
 """Samples of a generative model as text: the canvas a command asks for, checked against the model,
 then filled by autoregressive sampling (a language model) or iterative unmasking."""
 
+import re
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -39,9 +40,7 @@ def canvas(settings: SamplingConfig, vocab: Vocabulary, block_size: int, unmaski
     if not unmasking:
         return _autoregressive_canvas(settings, vocab, block_size, prompt, prefix)
     if settings.template is not None:
-        template = typed(settings.template)
-        holes = torch.tensor([ch == "_" for ch in template])
-        text = encode(template.replace("_", vocab.chars[0]), vocab, prefix + "template")
+        text, holes = template_ids(typed(settings.template), vocab, prefix + "template")
         ids, generate = torch.cat([prompt, text]), torch.cat([torch.zeros(len(prompt), dtype=torch.bool), holes])
     else:
         length = settings.length if settings.length is not None else block_size - len(prompt)
@@ -63,13 +62,17 @@ def _autoregressive_canvas(
     settings: SamplingConfig, vocab: Vocabulary, block_size: int, prompt: torch.Tensor, prefix: str
 ) -> Canvas:
     shown_from = 0
-    if len(prompt) == 0:
-        if START not in vocab.chars:
+    if len(prompt) == 0:  # start a new document, or (a char corpus of one document) a new line
+        if vocab.documents:
+            prompt = torch.tensor([vocab.eod_id])
+        elif START not in vocab.tokenizer.chars:
             off = f", or {prefix}num_samples=0" if prefix else ""
             raise ConfigError(
                 prefix + "prompt", "empty, and the vocabulary has no newline to start from", f"a prompt{off}"
             )
-        prompt, shown_from = encode(START, vocab, prefix + "prompt"), 1
+        else:
+            prompt = encode(START, vocab, prefix + "prompt")
+        shown_from = 1
     length = settings.length if settings.length is not None else block_size - len(prompt) + shown_from
     if length < 1:
         raise ConfigError(prefix + "length", f"null, and the prompt fills the block of {block_size}", "an integer >= 1")
@@ -82,10 +85,33 @@ def typed(text: str) -> str:
 
 
 def encode(text: str, vocab: Vocabulary, key: str) -> torch.Tensor:
-    unknown = sorted(set(text) - set(vocab.chars))
+    """(n,) ids of a prompt or a template's text; ConfigError when the tokenizer cannot encode it."""
+    unknown = vocab.tokenizer.unknown(text)
     if unknown:
-        raise ConfigError(key, f"{''.join(unknown)!r} not in the model's vocabulary", "characters of its training text")
+        raise ConfigError(key, f"{unknown!r} not in the model's vocabulary", f"text its {vocab.kind} tokenizer encodes")
     return torch.from_numpy(vocab.encode(text).astype("int64"))
+
+
+def template_ids(template: str, vocab: Vocabulary, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A template's ids (L,) and its holes (L,) bool: each `_` is one id to fill for a char or byte
+    vocabulary, and `{n}` is n tokens to fill for a subword one (its tokens are not characters)."""
+    one_per_id = vocab.kind in ("char", "byte")
+    pieces = re.split(r"(_)" if one_per_id else r"\{(\d+)\}", template)
+    ids, holes = [], []
+    for index, piece in enumerate(pieces):
+        if index % 2 == 0:
+            ids.append(encode(piece, vocab, key))
+            holes.append(torch.zeros(len(ids[-1]), dtype=torch.bool))
+            continue
+        count = 1 if one_per_id else int(piece)
+        if count < 1:
+            raise ConfigError(key, "{0} fills no token", "{n} with n >= 1: n tokens to fill")
+        ids.append(torch.zeros(count, dtype=torch.long))
+        holes.append(torch.ones(count, dtype=torch.bool))
+    if len(pieces) == 1:
+        fill = "`_` per position" if one_per_id else "{n} for n tokens"
+        raise ConfigError(key, "holds no position to fill, so nothing would be generated", f"a text with {fill}")
+    return torch.cat(ids), torch.cat(holes)
 
 
 def drawn_with(settings: SamplingConfig, keys: tuple[str, ...], plan: Canvas) -> dict:
@@ -99,9 +125,14 @@ def drawn_with(settings: SamplingConfig, keys: tuple[str, ...], plan: Canvas) ->
 def records(ids: torch.Tensor, vocab: Vocabulary, seed: int, settings: dict) -> list[dict]:
     """One record per sample (B, L) ids: its number, the seed it was drawn from, its text, the settings."""
     return [
-        {"sample": i, "seed": seed + i, "text": vocab.decode(row), "settings": settings}
+        {"sample": i, "seed": seed + i, "text": vocab.decode(document(row, vocab)), "settings": settings}
         for i, row in enumerate(ids.tolist())
     ]
+
+
+def document(ids: list[int], vocab: Vocabulary) -> list[int]:
+    """A sample ends where it ends its document: the ids before its first end-of-document id."""
+    return ids[: ids.index(vocab.eod_id)] if vocab.eod_id in ids else ids
 
 
 @torch.no_grad()
@@ -123,9 +154,9 @@ def generate(
     model.eval()
     with autocast or nullcontext():
         if plan.generate is None:
-            out = autoregressive(model, ids, plan.length, vocab.base_size, settings, noise)
+            out = autoregressive(model, ids, plan.length, vocab.classes, settings, noise)
         else:
             generate_at = plan.generate.to(device).expand(rows, -1)
-            out = iterative_unmasking(model, ids, generate_at, vocab.mask_id, vocab.base_size, settings, noise, judge)
+            out = iterative_unmasking(model, ids, generate_at, vocab.mask_id, vocab.classes, settings, noise, judge)
     model.train(was_training)
     return out[:, plan.shown_from :]

@@ -52,19 +52,17 @@ class SamplingConfig:
     schedule: Any = "linear"  # linear, cosine, or the masked fractions after steps 1..steps-1
     remasking: Remasking = Remasking.low_confidence
     randomness: Annotated[float, Interval(ge=0, le=1)] = 0.0  # low_confidence's score: s*U + (1-s)*(1-p)
-    template: str | None = None  # infill: `_` marks a position to generate, every other character stays
+    # infill: each `_` is a position to generate (char and byte vocabularies), `{n}` is n tokens to
+    # generate (bpe, pretrained); the rest of the text stays
+    template: str | None = None
 
     def __post_init__(self):
         self.remasking = Remasking(self.remasking)
         self.schedule = _schedule(self.schedule, self.steps)
         if self.template is not None:
-            if "_" not in self.template:
-                raise RelativeConfigError(
-                    "template", "holds no `_`, so nothing would be generated", "a text with `_` to fill"
-                )
             if self.length is not None:
                 raise RelativeConfigError(
-                    "length", "is set by the template (one position per `_`)", "null with a template"
+                    "length", "is set by the template (its positions to fill)", "null with a template"
                 )
         if self.randomness > 0 and self.remasking != Remasking.low_confidence:
             raise RelativeConfigError(

@@ -1,0 +1,210 @@
+"""Preparing a corpus in bounded memory: documents streamed in pieces, tokenized by worker processes,
+written to sharded token files with a manifest.
+
+The passes over the source: (char) collect the alphabet, or (bpe) train the tokenizer on the
+training documents; then encode. Nothing holds more than a few pieces of text and their ids at a
+time, so peak memory does not grow with the corpus. The validation split is the last
+`val_fraction` of the documents (of the tokens, for a corpus of one document): the manifest records
+where it starts in the one token stream the shards hold, so nothing is copied to split it.
+"""
+
+import hashlib
+import json
+import multiprocessing
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from itertools import takewhile
+from pathlib import Path
+
+import numpy as np
+
+from trainer.errors import DataError
+from trainer.shards import ShardWriter, TokenStream
+from trainer.tokenization import CharTokenizer, Tokenizer, encode_texts, tokenizer_from_dict, train_bpe
+from trainer.vocab import TokenizerConfig, Vocabulary
+
+FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+TASK_BYTES = 1 << 20  # text per encoding task
+SMALL_CORPUS = 64 << 20  # below this, workers cost more to start than they save
+
+
+def val_documents(documents: int, val_fraction: float) -> int:
+    """The documents of the validation split: the last fraction (at least one), or 0 for a corpus of
+    one document, which is split by tokens."""
+    return 0 if documents == 1 else max(1, int(documents * val_fraction))
+
+
+def write_corpus(source, tokenizer_config: TokenizerConfig, val_fraction: float, workers: int, folder: Path) -> dict:
+    """Prepare `source` into `folder` (token shards and the manifest); returns the manifest.
+    Raises DataError from the source (a bad file or row), never leaving a manifest behind."""
+    documents = source.count()
+    if not documents:
+        raise DataError("data", "the corpus holds no documents", "a corpus with text")
+    n_val = val_documents(documents, val_fraction)
+    tokenizer = _tokenizer(source, tokenizer_config, documents - n_val if n_val else None)
+    vocab = Vocabulary(tokenizer, documents=documents > 1 or not isinstance(tokenizer, CharTokenizer))
+    writer = ShardWriter(folder, vocab.token_dtype)
+    content = hashlib.sha256()
+    progress = Progress(source.size_bytes(), "tokenizing")
+    val_start = None
+    for index, ids, ends_document in _encoded(_pieces(source, content, progress), tokenizer, workers, source):
+        if ends_document and index == documents - n_val - 1:
+            val_start = writer.tokens + len(ids) + vocab.documents  # the next document is the first of val
+        writer.write(ids)
+        if ends_document and vocab.documents:
+            writer.write(np.array([vocab.eod_id]))
+        progress.tokens = writer.tokens
+    progress.close()
+    shards = writer.close()
+    if not n_val:
+        val_start = int(writer.tokens * (1 - val_fraction))
+    manifest = {
+        "format": FORMAT_VERSION,
+        "vocab": vocab.to_dict(),
+        "dtype": np.dtype(vocab.token_dtype).name,
+        "shards": shards,
+        "tokens": writer.tokens,
+        "val_start": val_start,
+        "documents": {"train": documents - n_val, "val": n_val} if n_val else {"train": 1, "val": 1},
+        "content_sha256": content.hexdigest(),
+    }
+    manifest["bytes"] = split_bytes(folder, manifest, vocab)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return manifest
+
+
+def content_hash(source) -> str:
+    """The hash `write_corpus` records, read again (data.verify=true)."""
+    content = hashlib.sha256()
+    for _ in _pieces(source, content, Progress(source.size_bytes(), "verifying")):
+        pass
+    return content.hexdigest()
+
+
+def _tokenizer(source, config: TokenizerConfig, train_documents: int | None) -> Tokenizer:
+    """char: the alphabet of the whole corpus; bpe: trained on the training documents (on the whole
+    text for a corpus of one document); byte and pretrained need no pass."""
+    if not config.trained:
+        return config.load()
+    texts = (text for _, text, _ in _pieces(source, None, Progress(source.size_bytes(), "reading")))
+    if config.name.value == "char":
+        seen = np.zeros(0x110000, dtype=bool)
+        for text in texts:
+            seen[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)] = True
+        return CharTokenizer(tuple(chr(c) for c in np.flatnonzero(seen)))
+    if train_documents is not None:  # stop reading where the validation documents begin
+        texts = (
+            text for _, text, _ in takewhile(lambda piece: piece[0] < train_documents, _pieces(source, None, None))
+        )
+    return train_bpe(texts, config.vocab_size, config.min_frequency)
+
+
+def _pieces(source, content, progress) -> Iterator[tuple[int, str, bool]]:
+    """(document index, text, whether it ends the document) for every piece of every document;
+    feeds the content hash and the progress when given."""
+    for index, document in enumerate(source.documents()):
+        for text in document:
+            if content is not None:
+                content.update(text.encode())
+            if progress is not None:
+                progress.advance(len(text))
+            yield index, text, False
+        if content is not None:
+            content.update(b"\x1e")  # a document boundary is part of the content
+        yield index, "", True
+
+
+def _encoded(pieces, tokenizer: Tokenizer, workers: int, source) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """(document index, ids, ends the document) in order; `workers` processes encode tasks of about
+    TASK_BYTES of text, at most 2 per worker in flight (0 or a small corpus: this process)."""
+    tasks = _tasks(pieces)
+    if workers == 0 or (source.size_bytes() or SMALL_CORPUS) < SMALL_CORPUS:
+        for task in tasks:
+            yield from _zip(task, encode_texts(tokenizer, [text for _, text, _ in task]))
+        return
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(workers, initializer=_start_worker, initargs=(tokenizer.to_dict(),)) as pool:
+        pending: deque = deque()
+        for task in tasks:
+            pending.append((task, pool.apply_async(_encode_task, ([text for _, text, _ in task],))))
+            if len(pending) >= 2 * workers:
+                done, result = pending.popleft()
+                yield from _zip(done, result.get())
+        while pending:
+            done, result = pending.popleft()
+            yield from _zip(done, result.get())
+
+
+def _tasks(pieces) -> Iterator[list[tuple[int, str, bool]]]:
+    task, size = [], 0
+    for piece in pieces:
+        task.append(piece)
+        size += len(piece[1])
+        if size >= TASK_BYTES:
+            yield task
+            task, size = [], 0
+    if task:
+        yield task
+
+
+def _zip(task, ids):
+    for (index, _, ends), piece_ids in zip(task, ids):
+        yield index, piece_ids, ends
+
+
+_worker_tokenizer: Tokenizer | None = None
+
+
+def _start_worker(tokenizer: dict) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer_from_dict(tokenizer)
+
+
+def _encode_task(texts: list[str]) -> list[np.ndarray]:
+    return encode_texts(_worker_tokenizer, texts)
+
+
+def split_bytes(folder: Path, manifest: dict, vocab: Vocabulary) -> dict:
+    """UTF-8 bytes of text in each split (for bits per byte), counted from the ids block by block."""
+    lengths = vocab.token_bytes()
+    stream = TokenStream(folder, manifest)
+    counted, block = {"train": 0, "val": 0}, 1 << 24
+    for split, (start, stop) in (("train", (0, manifest["val_start"])), ("val", (manifest["val_start"], len(stream)))):
+        for first in range(start, stop, block):
+            counted[split] += int(lengths[stream.read(first, min(first + block, stop))].sum())
+    return counted
+
+
+class Progress:
+    """Throughput and an ETA while a large corpus is read, on stderr: a live line on a terminal (after
+    a second), a line every 10% in a log (once it has taken 30 s); nothing for corpora under 16 MB."""
+
+    def __init__(self, total_bytes: int | None, verb: str):
+        self.total, self.verb, self.done, self.tokens = total_bytes, verb, 0, 0
+        self.terminal = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.next_report = 1.0 if self.terminal else 0.0  # seconds on a terminal, else a fraction
+        self.on = bool(total_bytes) and total_bytes >= 16 << 20
+
+    def advance(self, characters: int) -> None:
+        self.done += characters
+        if not self.on:
+            return
+        elapsed, fraction = time.monotonic() - self.started, min(self.done / self.total, 1.0)
+        mark = elapsed if self.terminal else fraction
+        if mark < self.next_report or (not self.terminal and elapsed < 30):
+            return
+        self.next_report = mark + (0.5 if self.terminal else 0.1)
+        rate = f"{self.done / elapsed / 1e6:.1f} MB/s" + (
+            f", {self.tokens / elapsed / 1e6:.2f} M tokens/s" if self.tokens else ""
+        )
+        eta = elapsed * (1 - fraction) / fraction if fraction else 0.0
+        line = f"data: {self.verb} {fraction:6.1%} of {self.total / 1e6:,.0f} MB, {rate}, ETA {eta:4.0f} s"
+        print("\r" + line if self.terminal else line, end="" if self.terminal else "\n", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.on and self.terminal and time.monotonic() - self.started >= 1.0:
+            print(file=sys.stderr)
