@@ -54,6 +54,8 @@ def companions(tmp_path_factory, unmasking_checkpoint, corpus_file):
         ("data", "jsonl"): [f"data.path={corpus_file}"],  # checked when it is read, not composed
         ("data", "parquet"): [f"data.path={corpus_file}"],
         ("data", "hf"): ["data.dataset=wikitext"],
+        ("data", "text8"): [f"data.path={corpus_file}"],  # its size is checked when it is read
+        ("data", "enwik8"): [f"data.path={corpus_file}"],
         ("tokenizer", "pretrained"): [f"tokenizer.path={tokenizer_json(tmp_path_factory)}"],
         ("stages", "single"): ["masking=sticky"],
         ("loss", "reference"): ["max_iters=7000"],  # its penalty starts at step 6000

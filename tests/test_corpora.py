@@ -132,7 +132,7 @@ def test_documents_end_with_the_end_of_document_id_and_the_last_ones_are_validat
     documents = [vocab.decode(part) for part in np.split(train, document_ends(train, 256)[:-1] + 1)]
     assert [d.removesuffix("\n\n") for d in documents] == texts[:18]  # the end of a document shows as a blank line
     assert vocab.decode(val).startswith("document 18 ")  # the last 10% of the documents
-    assert corpus.manifest["documents"] == {"train": 18, "val": 2}
+    assert corpus.manifest["documents"] == {"train": 18, "val": 2, "test": 0}
     assert corpus.bytes_per_token("val") == pytest.approx(sum(map(len, texts[18:])) / len(val))
 
 
@@ -204,7 +204,7 @@ def test_a_hugging_face_dataset_saved_on_disk_is_read_offline(tmp_path):
     datasets.Dataset.from_dict({"text": texts}).save_to_disk(tmp_path / "saved")
     data = DataConfig(name=CorpusName.hf, dataset=str(tmp_path / "saved"), cache_dir=str(tmp_path / "c"), workers=0)
     corpus = prepare(data, ByteTokenizerConfig())
-    assert corpus.manifest["documents"] == {"train": 27, "val": 3}
+    assert corpus.manifest["documents"] == {"train": 27, "val": 3, "test": 0}
     assert corpus.vocab.decode(np.asarray(corpus.split("train"))).startswith("line 0 words")
 
 
@@ -262,9 +262,9 @@ def test_a_resume_with_another_tokenizer_is_refused_naming_both(tmp_path, monkey
     char_args = [a for a in args if not a.startswith("tokenizer")]
     result = run_in_process(
         monkeypatch, capsys, tmp_path, *char_args, f"resume={checkpoint}", f"hydra.run.dir={tmp_path / 'r'}",
-        "resume_changes=[tokenizer]",
+        "resume_changes=[tokenizer.name]",
     )  # fmt: skip
-    assert_rejected(result, "resume", "another vocabulary", "bpe (", "char (")
+    assert_rejected(result, "tokenizer: char", "tokens of its own tokenizer, bpe", "tokenizer=bpe")
     assert not (tmp_path / "r").exists()
 
 
@@ -379,3 +379,17 @@ def test_every_mode_trains_with_a_bpe_vocabulary(tmp_path, corpus_file, bpe_run,
     args = tiny_overrides(corpus_file, f"mode={mode}", *extra, "tokenizer=bpe", "tokenizer.vocab_size=320")
     trainer, _ = train(tmp_path, args)
     assert trainer.state.step == 4 and torch.isfinite(torch.tensor(trainer.last_eval["val/loss"]))
+
+
+def test_a_resume_with_another_vocabulary_of_the_same_tokenizer_is_refused_naming_both(
+    tmp_path, monkeypatch, capsys, bpe_run
+):
+    run_dir, args, _ = bpe_run
+    checkpoint = run_dir / "checkpoints" / "ckpt_0000004.pt"
+    bigger = [a for a in args if not a.startswith("tokenizer.vocab_size")] + ["tokenizer.vocab_size=350"]
+    result = run_in_process(
+        monkeypatch, capsys, tmp_path, *bigger, f"resume={checkpoint}", f"hydra.run.dir={tmp_path / 'r'}",
+        "resume_changes=[tokenizer.vocab_size]",
+    )  # fmt: skip
+    assert_rejected(result, "resume", "another vocabulary", "bpe (3", "data and tokenizer")
+    assert not (tmp_path / "r").exists()

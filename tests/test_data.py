@@ -8,8 +8,9 @@ from tests.conftest import generated_text
 from trainer.batches import BatchStream, Stream, TokenWindows, WindowStarts, generator_for
 from trainer.corpus import CorpusName, DataConfig, prepare
 from trainer.errors import DataError
+from trainer.named_corpora import shakespeare_plays, strip_markdown
 from trainer.schedule import learning_rate
-from trainer.sources import TextSource, shakespeare_plays, strip_markdown
+from trainer.sources import TextSource
 from trainer.vocab import RESERVED_IDS, CharTokenizerConfig, Vocabulary
 
 

@@ -211,7 +211,7 @@ def check_compatible(payload: dict, model: GPT, vocab: Vocabulary) -> None:
     problem = "the checkpoint's architecture differs from the config"
     allowed = (
         "a checkpoint of the configured architecture, or matching model.* overrides",
-        "the data the checkpoint was trained on",
+        "the data and tokenizer the checkpoint was trained on",
     )
     require_compatible(payload, payload["architecture"], model.config.architecture(), vocab, "resume", problem, allowed)
 

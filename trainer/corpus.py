@@ -25,9 +25,10 @@ from trainer.batches import TokenWindows, WindowStarts
 from trainer.errors import DataError
 from trainer.interrupt import check_stop
 from trainer.knobs import FREE_ON_RESUME
-from trainer.preparation import FORMAT_VERSION, MANIFEST, content_hash, write_corpus
+from trainer.named_corpora import BenchmarkSource, BuiltinSource
+from trainer.preparation import FORMAT_VERSION, MANIFEST, content_hash, split_ranges, write_corpus
 from trainer.shards import TokenStream
-from trainer.sources import BuiltinSource, HuggingFaceSource, JsonlSource, ParquetSource, TextSource
+from trainer.sources import HuggingFaceSource, JsonlSource, ParquetSource, TextSource
 from trainer.vocab import TokenizerConfig, Vocabulary
 
 
@@ -37,9 +38,11 @@ class CorpusName(str, Enum):
     jsonl = "jsonl"  # data.path: one JSON object per line, its text under data.text_key
     parquet = "parquet"  # data.path: the data.text_key column
     hf = "hf"  # a Hugging Face dataset: data.dataset (a name or a local path), data.config, data.split
+    text8 = "text8"  # the benchmark file (or its zip) at data.path: 27 characters, 90M / 5M / 5M
+    enwik8 = "enwik8"  # the benchmark file (or its zip) at data.path: bytes, 90M / 5M / 5M
 
 
-PATH_KINDS = {CorpusName.text, CorpusName.jsonl, CorpusName.parquet}
+PATH_KINDS = {CorpusName.text, CorpusName.jsonl, CorpusName.parquet, CorpusName.text8, CorpusName.enwik8}
 
 
 @dataclass
@@ -61,6 +64,8 @@ class DataConfig:
         default="${oc.env:UNMASKING_LAB_CACHE,${oc.env:HOME}/.cache/unmasking-lab}", metadata=FREE_ON_RESUME
     )
     val_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.1  # the last documents (or tokens, of one document)
+    # held out after the validation split, read only by `python -m trainer.evaluate split=test` (0: none)
+    test_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.0
     paragraph_boundaries: bool = False  # start windows only after a blank line (char and byte vocabularies)
     # processes that tokenize a corpus being prepared (null: one per CPU core, up to 8; 0: this process)
     workers: Annotated[int, Interval(ge=0, le=256)] | None = field(default=None, metadata=FREE_ON_RESUME)
@@ -77,6 +82,12 @@ class DataConfig:
             raise DataError("data.path", f"{self.path!r} is not read by data={self.name.value}", "data=text to read it")
         if self.name == CorpusName.hf and not self.dataset:
             raise DataError("data.dataset", "missing for data=hf", "a dataset name or a local path")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise DataError(
+                "data.test_fraction",
+                f"{self.test_fraction} with data.val_fraction={self.val_fraction} leaves nothing to train on",
+                f"a fraction below {1 - self.val_fraction:g}",
+            )
         if self.paragraph_boundaries and not self.cross_documents:
             raise DataError(
                 "data.paragraph_boundaries", "true, and data.cross_documents=false also says where windows start", "one"
@@ -94,11 +105,18 @@ class DataConfig:
             return JsonlSource(self.path, self.text_key)
         if self.name == CorpusName.parquet:
             return ParquetSource(self.path, self.text_key)
+        if self.name in (CorpusName.text8, CorpusName.enwik8):
+            return BenchmarkSource(self.name.value, self.path)
         return HuggingFaceSource(self.dataset, self.config, self.split, self.streaming, self.text_key)
 
     def settings(self) -> dict:
         """What the prepared tokens depend on besides the files (part of the cache key)."""
-        return {"val_fraction": self.val_fraction, "text_key": self.text_key if self.name != CorpusName.text else None}
+        fractions = {"test_fraction": self.test_fraction} if self.test_fraction else {}  # keeps earlier keys
+        return {
+            **fractions,
+            "val_fraction": self.val_fraction,
+            "text_key": self.text_key if self.name != CorpusName.text else None,
+        }
 
     def worker_count(self) -> int:
         return self.workers if self.workers is not None else min(os.cpu_count() or 1, 8)
@@ -119,13 +137,20 @@ class PreparedCorpus:
         return Vocabulary.from_dict(self.manifest["vocab"])
 
     def split(self, name: str):
-        """The split's ids, a memmap (or a view over several token files); never loaded whole."""
-        stream, start = TokenStream(self.folder, self.manifest), self.manifest["val_start"]
-        return stream.view(0, start) if name == "train" else stream.view(start, len(stream))
+        """The split's ids (train, val or test), a memmap (or a view over several token files), never
+        loaded whole; DataError for a test split the corpus was prepared without."""
+        start, stop = self._range(name)
+        return TokenStream(self.folder, self.manifest).view(start, stop)
 
     def split_tokens(self, name: str) -> int:
-        start, total = self.manifest["val_start"], self.manifest["tokens"]
-        return start if name == "train" else total - start
+        start, stop = self._range(name)
+        return stop - start
+
+    def _range(self, name: str) -> tuple[int, int]:
+        start, stop = split_ranges(self.manifest)[name]
+        if name == "test" and start == stop:
+            raise DataError("split", "test, and the corpus was prepared without a test split", "data.test_fraction > 0")
+        return start, stop
 
     def bytes_per_token(self, name: str) -> float:
         """UTF-8 bytes of text per token of a split: loss per token / ln 2 / this = bits per byte."""
@@ -201,7 +226,8 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig) -> PreparedCorpus:
             return cached
         staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".preparing-{digest}-"))
         try:
-            manifest = write_corpus(source, tokenizer, data.val_fraction, data.worker_count(), staging)
+            fractions = (data.val_fraction, data.test_fraction)
+            manifest = write_corpus(source, tokenizer, fractions, data.worker_count(), staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

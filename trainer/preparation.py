@@ -31,36 +31,64 @@ TASK_BYTES = 1 << 20  # text per encoding task
 SMALL_CORPUS = 64 << 20  # below this, workers cost more to start than they save
 
 
-def val_documents(documents: int, val_fraction: float) -> int:
-    """The documents of the validation split: the last fraction (at least one), or 0 for a corpus of
-    one document, which is split by tokens."""
-    return 0 if documents == 1 else max(1, int(documents * val_fraction))
+def split_documents(documents: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(validation, test) documents: the last fractions (at least one each where asked, test last),
+    or (0, 0) for a corpus of one document, which is split by tokens. DataError when no training
+    document would be left."""
+    if documents == 1:
+        return 0, 0
+    n_test = max(1, int(documents * test_fraction)) if test_fraction else 0
+    n_val = max(1, int(documents * val_fraction))
+    if documents - n_val - n_test < 1:
+        raise DataError(
+            "data.val_fraction",
+            f"{documents} documents leave none for training after {n_val} validation and {n_test} test ones",
+            "a corpus of more documents, or smaller data.val_fraction and data.test_fraction",
+        )
+    return n_val, n_test
 
 
-def write_corpus(source, tokenizer_config: TokenizerConfig, val_fraction: float, workers: int, folder: Path) -> dict:
+def token_splits(tokens: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(val_start, test_start) of a corpus of one document: the last fractions of its tokens (the
+    validation split of the first format, int(n * (1 - val_fraction)), where there is no test split)."""
+    if not test_fraction:
+        return int(tokens * (1 - val_fraction)), tokens
+    test_start = tokens - int(tokens * test_fraction)
+    return test_start - int(tokens * val_fraction), test_start
+
+
+def write_corpus(
+    source, tokenizer_config: TokenizerConfig, fractions: tuple[float, float], workers: int, folder: Path
+) -> dict:
     """Prepare `source` into `folder` (token shards and the manifest); returns the manifest.
-    Raises DataError from the source (a bad file or row), never leaving a manifest behind."""
+    `fractions`: (validation, test). Raises DataError from the source (a bad file or row), never
+    leaving a manifest behind."""
     documents = source.count()
     if not documents:
         raise DataError("data", "the corpus holds no documents", "a corpus with text")
-    n_val = val_documents(documents, val_fraction)
-    tokenizer = _tokenizer(source, tokenizer_config, documents - n_val if n_val else None)
+    n_val, n_test = split_documents(documents, *fractions)
+    n_train = documents - n_val - n_test
+    tokenizer = _tokenizer(source, tokenizer_config, n_train if n_val else None)
     vocab = Vocabulary(tokenizer, documents=documents > 1 or not isinstance(tokenizer, CharTokenizer))
     writer = ShardWriter(folder, vocab.token_dtype)
     content = hashlib.sha256()
     progress = Progress(source.size_bytes(), "tokenizing")
-    val_start = None
+    firsts = {}  # the first token of the validation and test documents
     for index, ids, ends_document in _encoded(_pieces(source, content, progress), tokenizer, workers, source):
-        if ends_document and index == documents - n_val - 1:
-            val_start = writer.tokens + len(ids) + vocab.documents  # the next document is the first of val
         writer.write(ids)
         if ends_document and vocab.documents:
             writer.write(np.array([vocab.eod_id]))
+        if ends_document and index + 1 in (n_train, n_train + n_val):
+            firsts[index + 1] = writer.tokens
         progress.tokens = writer.tokens
     progress.close()
     shards = writer.close()
-    if not n_val:
-        val_start = int(writer.tokens * (1 - val_fraction))
+    if not writer.tokens:
+        raise DataError("data", "the corpus holds no text (its files or rows are empty)", "a corpus with text")
+    if n_val:
+        val_start, test_start = firsts[n_train], firsts[n_train + n_val]
+    else:
+        val_start, test_start = token_splits(writer.tokens, *fractions)
     manifest = {
         "format": FORMAT_VERSION,
         "vocab": vocab.to_dict(),
@@ -68,12 +96,19 @@ def write_corpus(source, tokenizer_config: TokenizerConfig, val_fraction: float,
         "shards": shards,
         "tokens": writer.tokens,
         "val_start": val_start,
-        "documents": {"train": documents - n_val, "val": n_val} if n_val else {"train": 1, "val": 1},
+        "test_start": test_start,
+        "documents": {"train": n_train, "val": n_val, "test": n_test} if n_val else None,
         "content_sha256": content.hexdigest(),
     }
     manifest["bytes"] = split_bytes(folder, manifest, vocab)
     (folder / MANIFEST).write_text(json.dumps(manifest))
     return manifest
+
+
+def split_ranges(manifest: dict) -> dict[str, tuple[int, int]]:
+    """Each split's [start, stop) in the token stream: train, then validation, then test."""
+    val, test, total = manifest["val_start"], manifest["test_start"], manifest["tokens"]
+    return {"train": (0, val), "val": (val, test), "test": (test, total)}
 
 
 def content_hash(source) -> str:
@@ -171,8 +206,8 @@ def split_bytes(folder: Path, manifest: dict, vocab: Vocabulary) -> dict:
     """UTF-8 bytes of text in each split (for bits per byte), counted from the ids block by block."""
     lengths = vocab.token_bytes()
     stream = TokenStream(folder, manifest)
-    counted, block = {"train": 0, "val": 0}, 1 << 24
-    for split, (start, stop) in (("train", (0, manifest["val_start"])), ("val", (manifest["val_start"], len(stream)))):
+    counted, block = {"train": 0, "val": 0, "test": 0}, 1 << 24
+    for split, (start, stop) in split_ranges(manifest).items():
         for first in range(start, stop, block):
             counted[split] += int(lengths[stream.read(first, min(first + block, stop))].sum())
     return counted

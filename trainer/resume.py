@@ -174,6 +174,13 @@ def reconcile(payload: dict, current: dict, run: Config) -> Reconciliation:
     saved_horizons, kept = schedule_horizons(payload["config"], run)
     before = {**flatten(payload["config"]), **saved_horizons}
     after = {**flatten(current), **kept}
+    saved_tokenizer, tokenizer = before.get("tokenizer.name", "char"), after.get("tokenizer.name", "char")
+    if saved_tokenizer != tokenizer:  # no resume_changes can make the ids mean other tokens
+        raise ConfigError(
+            "tokenizer",
+            f"{tokenizer}, and the checkpoint's ids are tokens of its own tokenizer, {saved_tokenizer}",
+            f"tokenizer={saved_tokenizer} to resume it (transfer=fine_tuning starts a model of the same vocabulary)",
+        )
     changed, refused = config_changes(before, after, run)
     if refused:
         raise ConfigError(

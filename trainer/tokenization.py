@@ -27,6 +27,14 @@ class TokenizerLoadError(Exception):
         super().__init__(problem)
 
 
+class UnknownCharacter(ValueError):
+    """A character a char vocabulary has no id for (a corpus read with another corpus's vocabulary)."""
+
+    def __init__(self, character: str):
+        super().__init__(character)
+        self.character = character
+
+
 @dataclass(frozen=True)
 class CharTokenizer:
     """One id per distinct character of the corpus, in code point order."""
@@ -43,9 +51,13 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str) -> np.ndarray:
-        """(n,) int64 ids of the n characters; every character must be one of `chars` (see `unknown`)."""
+        """(n,) int64 ids of the n characters; UnknownCharacter for one that is not in `chars`."""
         points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        return np.searchsorted(self._code_points, points).astype(np.int64)
+        ids = np.searchsorted(self._code_points, points).clip(max=self.size - 1)
+        missing = self._code_points[ids] != points
+        if missing.any():
+            raise UnknownCharacter(chr(points[missing.argmax()]))
+        return ids.astype(np.int64)
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
@@ -73,7 +85,8 @@ class ByteTokenizer:
     size = 256
 
     def encode(self, text: str) -> np.ndarray:
-        return np.frombuffer(text.encode(), dtype=np.uint8).astype(np.int64)
+        """Bytes of text read with surrogateescape (enwik8) encode back to the bytes of the file."""
+        return np.frombuffer(text.encode("utf-8", "surrogateescape"), dtype=np.uint8).astype(np.int64)
 
     def decode(self, ids) -> str:
         return bytes(ids).decode(errors="replace")

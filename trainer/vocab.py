@@ -124,6 +124,21 @@ class Vocabulary:
         return cls(tokenizer_from_dict(data["tokenizer"]), data["documents"])
 
 
+@dataclass(frozen=True)
+class GivenTokenizer:
+    """A checkpoint's tokenizer, to read a corpus it was not trained on (zero-shot evaluation); it
+    stands where a `tokenizer` config would."""
+
+    tokenizer: Tokenizer
+    trained: ClassVar[bool] = False
+
+    def settings(self) -> dict:
+        return {"given": self.tokenizer.to_dict()}
+
+    def load(self) -> Tokenizer:
+        return self.tokenizer
+
+
 class TokenizerName(str, Enum):
     char = "char"
     byte = "byte"
@@ -205,7 +220,9 @@ class PretrainedTokenizerConfig(TokenizerConfig):
         super().__post_init__()
         if (self.path is None) == (self.encoding is None):
             raise ConfigError(
-                "tokenizer.path", "give a tokenizer.json path or a tiktoken encoding, one of them", "path or encoding"
+                "tokenizer.path",
+                "give a tokenizer.json path or a tiktoken encoding, one of them",
+                "tokenizer.path=FILE or tokenizer.encoding=NAME",
             )
         self.load()  # refuse a missing or broken tokenizer with the config
 

@@ -43,11 +43,29 @@ def sample(cfg: DictConfig) -> None:
     for rank, record in enumerate(records, start=1):
         settings = " ".join(f"{key}={value!r}" for key, value in record["settings"].items())
         score = f" · score {record['score']:.4f}" if "score" in record else ""
-        console.print(f"[bold]sample {rank} · seed {record['seed']}{score}[/bold] · {escape(settings)}", soft_wrap=True)
+        heading = f"[bold]sample {rank} · seed {record['seed']}{score}[/bold]{quality(record)}"
+        console.print(f"{heading} · {escape(settings)}", soft_wrap=True)
         console.print(record["text"], markup=False, soft_wrap=True)
+    console.print(summary(records), soft_wrap=True)
     if command.out is not None:
         write_records(records, command.out)
         console.print(f"wrote {count} to {escape(command.out)}", soft_wrap=True)
+
+
+def quality(record: dict) -> str:
+    """A sample's measures for its heading: its gen-PPL under the reference (with one) and its unigram entropy."""
+    shown = f" · gen-PPL {record['gen_ppl']:.2f}" if record.get("gen_ppl") is not None else ""
+    return f"{shown} · entropy {record['unigram_entropy']:.3f}"
+
+
+def summary(records: list[dict]) -> str:
+    """One line after the samples: the mean gen-PPL (with a reference) and the mean unigram entropy (nats)."""
+    entropy = sum(record["unigram_entropy"] for record in records) / len(records)
+    line = f"mean unigram entropy {entropy:.3f} nats"
+    ppl = [record["gen_ppl"] for record in records if record.get("gen_ppl") is not None]
+    if ppl:
+        line = f"mean gen-PPL {sum(ppl) / len(ppl):.2f} · {line}"
+    return line
 
 
 def main() -> None:

@@ -2,11 +2,13 @@
 
 The generator is a checkpoint of a language_model run (autoregressive sampling) or of an unmasking
 run (iterative unmasking); a token_classification checkpoint may judge what to remask, a
-sequence_scoring checkpoint may rank the samples. Every checkpoint is read, and every setting
-checked against the models, before anything is drawn or written.
+sequence_scoring checkpoint may rank the samples, and a language_model checkpoint of the same
+vocabulary (the `reference`) may score their generative perplexity. Every checkpoint is read, and
+every setting checked against the models, before anything is drawn or written.
 """
 
 import json
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -20,7 +22,8 @@ from omegaconf import MISSING
 from trainer.checkpoint import check_vocabulary, find_checkpoint, load_model
 from trainer.errors import ConfigError
 from trainer.objectives import MODES
-from trainer.sampling.generate import Canvas, canvas, drawn_with, generate, records
+from trainer.sampling.generate import Canvas, canvas, document, drawn_with, generate, records
+from trainer.sampling.quality import generative_perplexity, unigram_entropy
 from trainer.sampling.settings import MAX_SAMPLES, Remasking, Sampling, SamplingConfig
 from trainer.sampling.unmasking import Judge
 from trainer.system import SystemConfig
@@ -37,13 +40,14 @@ class SampleCommand(SamplingConfig):
     checkpoint: str = MISSING  # a language_model or unmasking checkpoint, or a run folder (its best.pt)
     judge: str | None = None  # a token_classification checkpoint: its P(replaced) is low_confidence's doubt
     ranker: str | None = None  # a sequence_scoring checkpoint: scores every sample, printed best first
+    reference: str | None = None  # a language_model checkpoint: each sample's generative perplexity under it
     out: str | None = None  # a JSONL file to (over)write with the samples, one object per sample
     system: SystemConfig = field(default_factory=SystemConfig)
 
     def __post_init__(self):
         super().__post_init__()
         self.checkpoint = str(best_or_latest(self.checkpoint, "checkpoint"))
-        for key in ("judge", "ranker"):
+        for key in ("judge", "ranker", "reference"):
             if getattr(self, key) is not None:
                 setattr(self, key, str(best_or_latest(getattr(self, key), key)))
         if self.judge is not None and self.remasking != Remasking.low_confidence:
@@ -53,7 +57,8 @@ class SampleCommand(SamplingConfig):
                 "remasking=low_confidence",
             )
         if self.out is not None:
-            check_out(self.out, [p for p in (self.checkpoint, self.judge, self.ranker) if p is not None])
+            read = (self.checkpoint, self.judge, self.ranker, self.reference)
+            check_out(self.out, [path for path in read if path is not None])
 
 
 def best_or_latest(path: str, key: str) -> Path:
@@ -90,6 +95,7 @@ class Prepared:
     autocast: object
     judge: Judge | None
     ranker: torch.nn.Module | None
+    reference: torch.nn.Module | None
 
 
 def prepare(command: SampleCommand) -> Prepared:
@@ -112,7 +118,8 @@ def prepare(command: SampleCommand) -> Prepared:
     plan = canvas(command, vocab, model.config.block_size, unmasking=sampling == Sampling.unmasking)
     judge = load_judge(command.judge, vocab, plan.sample_length, device) if command.judge else None
     ranker = load_ranker(command.ranker, vocab, plan.sample_length, device)
-    return Prepared(model, vocab, mode, payload["state"]["step"], plan, autocast, judge, ranker)
+    reference = load_reference(command.reference, vocab, device)
+    return Prepared(model, vocab, mode, payload["state"]["step"], plan, autocast, judge, ranker, reference)
 
 
 def load_judge(path: str, vocab: Vocabulary, length: int, device) -> Judge:
@@ -132,6 +139,16 @@ def load_ranker(path: str | None, vocab: Vocabulary, length: int, device) -> tor
     return model
 
 
+def load_reference(path: str | None, vocab: Vocabulary, device) -> torch.nn.Module | None:
+    """A language model of the same vocabulary, to score the samples' generative perplexity; samples
+    longer than its block are read in windows (trainer.sampling.quality.next_token_nll)."""
+    if path is None:
+        return None
+    model, payload = load_model(path, "reference", ("language_model",), "a language_model checkpoint", device)
+    check_vocabulary(payload, vocab, "reference", "a language model trained on the generator's text", "the generator")
+    return model
+
+
 def fits(model: torch.nn.Module, length: int, key: str) -> None:
     if length > model.config.block_size:
         raise ConfigError(
@@ -142,19 +159,38 @@ def fits(model: torch.nn.Module, length: int, key: str) -> None:
 
 
 def draw_samples(command: SampleCommand, prepared: Prepared) -> list[dict]:
-    """The samples as records (text, seed, settings, score), ranked best first when a ranker scores them."""
+    """The samples as records (text, seed, settings, unigram_entropy, and gen_ppl with a reference,
+    score with a ranker), ranked best first when a ranker scores them."""
     seed = command.seed if command.seed is not None else secrets.randbelow(2**31)
     ids = generate(prepared.model, prepared.vocab, command, prepared.plan, seed, prepared.autocast, prepared.judge)
     settings = drawn_with(command, MODES[prepared.mode].sample_keys(), prepared.plan)
     drawn = records(ids, prepared.vocab, seed, settings)
     for record in drawn:
         record.update(checkpoint=command.checkpoint, step=prepared.step, mode=prepared.mode)
+        if command.reference is not None:
+            record["reference"] = command.reference
+    measure(drawn, ids, prepared)
     if prepared.ranker is not None:
         scores = score(prepared.ranker, ids, prepared.vocab, prepared.autocast)
         for record, value in zip(drawn, scores):
             record["score"] = value
         drawn.sort(key=lambda record: record["score"])  # lower: fewer positions look regenerated
     return drawn
+
+
+def measure(drawn: list[dict], ids: torch.Tensor, prepared: Prepared) -> None:
+    """Add each sample's `unigram_entropy` (nats) and, with a reference, its `gen_ppl` to its record,
+    both over the ids its text shows (B, L): up to the end of its document. A gen_ppl of a sample of
+    one id (no next token to predict) is None."""
+    shown = [document(row, prepared.vocab) for row in ids.tolist()]
+    for record, row in zip(drawn, shown):
+        record["unigram_entropy"] = unigram_entropy(row)
+    if prepared.reference is None:
+        return
+    lengths = [len(row) for row in shown]
+    ppl = generative_perplexity(prepared.reference, ids, prepared.autocast, prepared.vocab.classes, lengths)
+    for record, value in zip(drawn, ppl.tolist()):
+        record["gen_ppl"] = None if math.isnan(value) else value
 
 
 @torch.no_grad()

@@ -88,7 +88,11 @@ def encode(text: str, vocab: Vocabulary, key: str) -> torch.Tensor:
     """(n,) ids of a prompt or a template's text; ConfigError when the tokenizer cannot encode it."""
     unknown = vocab.tokenizer.unknown(text)
     if unknown:
-        raise ConfigError(key, f"{unknown!r} not in the model's vocabulary", f"text its {vocab.kind} tokenizer encodes")
+        shown = ", ".join(map(repr, unknown)) if vocab.kind == "char" else repr(unknown)
+        hint = " (`_` marks a position to fill)" if key.endswith("template") and vocab.kind in ("char", "byte") else ""
+        raise ConfigError(
+            key, f"{shown} not in the model's vocabulary", f"text its {vocab.kind} tokenizer encodes{hint}"
+        )
     return torch.from_numpy(vocab.encode(text).astype("int64"))
 
 
@@ -109,7 +113,9 @@ def template_ids(template: str, vocab: Vocabulary, key: str) -> tuple[torch.Tens
         ids.append(torch.zeros(count, dtype=torch.long))
         holes.append(torch.ones(count, dtype=torch.bool))
     if len(pieces) == 1:
-        fill = "`_` per position" if one_per_id else "{n} for n tokens"
+        fill = (
+            "`_` per position" if one_per_id else f"{{n}} for n tokens (`_` is for char and byte; this is {vocab.kind})"
+        )
         raise ConfigError(key, "holds no position to fill, so nothing would be generated", f"a text with {fill}")
     return torch.cat(ids), torch.cat(holes)
 

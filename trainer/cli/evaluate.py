@@ -1,0 +1,178 @@
+"""`python -m trainer.evaluate checkpoint=PATH [split=test|val] [data=...]`: a checkpoint's
+likelihood on a whole split (trainer/whole_split.py), printed as one table and appended to
+evaluations.jsonl in the checkpoint's run folder.
+
+The corpus is the checkpoint's own (from its stored config), or with a `data=` option another one,
+read with the checkpoint's tokenizer (zero-shot). Bad input is one line on stderr and exit code 2,
+and nothing is written.
+"""
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+from annotated_types import Interval
+from hydra import version
+from hydra._internal.utils import _run_hydra
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+from rich.table import Table
+
+from trainer.checkpoint import load_model
+from trainer.cli.hydra_errors import one_line
+from trainer.cli.main import command_line_parser, fail
+from trainer.cli.preflight import CONF_DIR
+from trainer.cli.sample_command import best_or_latest
+from trainer.cli.signals import EXIT_INTERRUPTED
+from trainer.config import register_schemas
+from trainer.contract import check
+from trainer.corpus import DataConfig, PreparedCorpus, prepare
+from trainer.errors import ConfigError, DataError, UserError
+from trainer.run_files import EVALUATIONS
+from trainer.system import SystemConfig
+from trainer.tokenization import UnknownCharacter
+from trainer.vocab import TOKENIZERS, GivenTokenizer, Vocabulary
+from trainer.whole_split import SplitLikelihood, diffusion_elbo, language_model_nll
+
+LIKELIHOOD_MODES = ("language_model", "unmasking")
+
+
+class Split(str, Enum):
+    test = "test"
+    val = "val"
+
+
+@dataclass
+class EvaluateCommand:
+    checkpoint: str = MISSING  # a language_model or unmasking checkpoint, or a run folder (its best.pt)
+    split: Split = Split.test  # test: held out (data.test_fraction > 0); val: the validation split
+    draws: Annotated[int, Interval(ge=1, le=1024)] = 4  # Monte Carlo estimates of the ELBO per window
+    batch_size: Annotated[int, Interval(ge=1, le=65536)] = 32  # windows per forward pass
+    block_size: Annotated[int, Interval(ge=1, le=2**20)] | None = None  # window length; null: the model's
+    data: DataConfig | None = None  # another corpus (data=text data.path=..., data=text8 ...): zero-shot
+    tokenizer: Any = None  # not read: the checkpoint's tokenizer is used (data=enwik8 chooses one)
+    system: SystemConfig = field(default_factory=SystemConfig)
+
+    def __post_init__(self):
+        self.checkpoint = str(best_or_latest(self.checkpoint, "checkpoint"))
+
+
+def evaluate(cfg: DictConfig) -> None:
+    """Hydra's task function: check, load, evaluate, print, append the record."""
+    try:
+        command = check(cfg, EvaluateCommand)
+        device, autocast, _ = command.system.resolve()
+        allowed = "a checkpoint of a language_model or unmasking run (a likelihood of text)"
+        model, payload = load_model(command.checkpoint, "checkpoint", LIKELIHOOD_MODES, allowed, device)
+        length = command.block_size or model.config.block_size
+        if length > model.config.block_size:
+            raise ConfigError(
+                "block_size", f"{length} is longer than the model's", f"at most {model.config.block_size}"
+            )
+        corpus = checkpoint_corpus(payload, command)
+        tokens = corpus.split(command.split.value)
+        corpus.save()
+    except UserError as err:
+        fail(str(err))
+    mode, vocab = payload["config"]["mode"]["name"], corpus.vocab
+    if mode == "language_model":
+        result = language_model_nll(model, tokens, length, command.batch_size, device, autocast)
+    else:
+        result = diffusion_elbo(model, tokens, length, command.batch_size, vocab, command.draws, device, autocast)
+    units = result.in_units(corpus.bytes_per_token(command.split.value), vocab.kind == "char")
+    record = {
+        "checkpoint": command.checkpoint,
+        "step": payload["state"]["step"],
+        "mode": mode,
+        "split": command.split.value,
+        "data": OmegaConf.to_container(OmegaConf.structured(command.data)) if command.data else "the run's",
+        "measure": "exact NLL" if mode == "language_model" else f"ELBO, {command.draws} draws per window",
+        "window": length,
+        **units,
+    }
+    show(record, result)
+    append_record(Path(command.checkpoint), record)
+
+
+def checkpoint_corpus(payload: dict, command: EvaluateCommand) -> PreparedCorpus:
+    """The corpus to evaluate on, read with the checkpoint's vocabulary; DataError naming a
+    character or a document boundary the vocabulary cannot express."""
+    vocab = Vocabulary.from_dict(payload["vocab"])
+    if command.data is None:
+        data = check(OmegaConf.merge(OmegaConf.structured(DataConfig), payload["config"]["data"]), DataConfig)
+        saved = payload["config"].get("tokenizer", {"name": "char"})  # (checkpoints from before tokenizers: char)
+        schema = TOKENIZERS[saved["name"]]
+        tokenizer = check(OmegaConf.merge(OmegaConf.structured(schema), saved), schema)
+    else:
+        data, tokenizer = command.data, GivenTokenizer(vocab.tokenizer)
+    try:
+        corpus = prepare(data, tokenizer)
+    except UnknownCharacter as err:
+        problem = f"{err.character!r} is not in the checkpoint's vocabulary"
+        raise DataError("data", problem, "text of its characters") from None
+    if corpus.vocab != vocab:
+        corpus.discard()
+        raise DataError(
+            "data",
+            f"the checkpoint's vocabulary ({vocab.describe()}) cannot read this corpus ({corpus.vocab.describe()})",
+            "the corpus it was trained on, or one of the same characters and document layout",
+        )
+    return corpus
+
+
+def show(record: dict, result: SplitLikelihood) -> None:
+    console = Console(highlight=False)
+    table = Table(title=f"{record['checkpoint']} · step {record['step']} · {record['mode']} · {record['measure']}")
+    for column in ("split", "tokens", "nats/token", "bits/char", "bits/byte", "perplexity", "± bits/byte"):
+        table.add_column(column, justify="right")
+    error = record.get("standard_error_bits_per_byte")
+    table.add_row(
+        record["split"],
+        f"{record['tokens']:,}",
+        f"{record['nats_per_token']:.4f}",
+        f"{record['bits_per_character']:.4f}" if "bits_per_character" in record else "-",
+        f"{record['bits_per_byte']:.4f}",
+        f"{record['perplexity']:.3f}",
+        f"{error:.4f}" if error is not None else "exact",
+    )
+    console.print(table)
+
+
+def append_record(checkpoint: Path, record: dict) -> None:
+    """evaluations.jsonl of the run folder the checkpoint is in (beside it, for a loose file)."""
+    folder = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    with open(folder / EVALUATIONS, "a") as out:
+        out.write(json.dumps(record) + "\n")
+    Console(highlight=False).print(f"appended to {folder / EVALUATIONS}", soft_wrap=True)
+
+
+def main() -> None:
+    version.setbase("1.3")
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    register_schemas()
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateCommand)
+    parser = command_line_parser("python -m trainer.evaluate checkpoint=PATH [split=test|val] [data=...]")
+    try:
+        args = parser.parse_intermixed_args(sys.argv[1:])
+        if args.multirun:
+            raise ConfigError("--multirun", "one checkpoint is evaluated per command", "one command per checkpoint")
+        keys = [f.name for f in fields(EvaluateCommand)]
+        for override in args.overrides:
+            key = override.split("=", 1)[0].lstrip("+~").split(".")[0]
+            if key not in keys:
+                raise ConfigError(key, "no such key of python -m trainer.evaluate", ", ".join(keys))
+        _run_hydra(args=args, args_parser=parser, task_function=evaluate, config_path=CONF_DIR, config_name="evaluate")
+    except UserError as err:
+        fail(str(err))
+    except (HydraException, OmegaConfBaseException) as err:
+        fail(one_line(err))
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

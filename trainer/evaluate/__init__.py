@@ -1,0 +1,1 @@
+"""A checkpoint's likelihood on a whole split: `python -m trainer.evaluate`."""
