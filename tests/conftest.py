@@ -139,3 +139,18 @@ def run_in_process(monkeypatch, capsys, cwd, *args: str) -> subprocess.Completed
         GlobalHydra.instance().clear()
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(list(args), code, out, err)
+
+
+def command_in_process(monkeypatch, capsys, cwd, main, name: str, *args: str) -> tuple[int, str, str]:
+    """`python -m NAME ARGS` of a command's `main` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit:
+        code = exit.code
+    finally:
+        GlobalHydra.instance().clear()
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -4,15 +4,13 @@ import json
 import math
 import random
 import subprocess
-import sys
 import zipfile
 
 import numpy as np
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 
-from tests.conftest import assert_rejected, tiny_overrides, train
+from tests.conftest import assert_rejected, command_in_process, tiny_overrides, train
 from trainer import named_corpora
 from trainer.cli import evaluate as cli
 from trainer.corpus import CorpusName, DataConfig, prepare
@@ -109,17 +107,7 @@ def test_a_uniform_model_scores_exactly_ln_m_per_token_on_a_whole_split():
 
 def evaluate_command(monkeypatch, capsys, cwd, *args: str):
     """`python -m trainer.evaluate ARGS` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["trainer.evaluate", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit:
-        code = exit.code
-    finally:
-        GlobalHydra.instance().clear()
-    out, err = capsys.readouterr()
-    return code, out, err
+    return command_in_process(monkeypatch, capsys, cwd, cli.main, "trainer.evaluate", *args)
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from models import Attention, Head, ModelConfig
-from tests.conftest import assert_rejected, run_in_process, tiny_overrides, train
+from tests.conftest import assert_rejected, command_in_process, run_in_process, tiny_overrides, train
 from trainer.checkpoint import load_model
 from trainer.cli import sample as cli
 from trainer.cli.preflight import quote_text_values
@@ -225,17 +224,7 @@ def test_a_language_model_reports_bits_per_character(tmp_path, corpus_file):
 
 def sample_command(monkeypatch, capsys, cwd, *args: str):
     """`python -m trainer.sample ARGS` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["trainer.sample", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit:
-        code = exit.code
-    finally:
-        GlobalHydra.instance().clear()
-    out, err = capsys.readouterr()
-    return code, out, err
+    return command_in_process(monkeypatch, capsys, cwd, cli.main, "trainer.sample", *args)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from trainer.config import Config
 from trainer.corpus import PreparedCorpus, prepare
 from trainer.curriculum import Curriculum
 from trainer.distributed import ONE_PROCESS, Distributed
+from trainer.errors import UserError
 from trainer.guard import Guard
 from trainer.interrupt import check_stop, interruptible
 from trainer.loop import Trainer
@@ -44,7 +45,7 @@ def build_trainer(plan: JobPlan, console: Console, dist: Distributed = ONE_PROCE
     """The Trainer of a job plan. Under several processes every rank builds the same one; rank 0
     alone writes files and reports (the other ranks get no loggers)."""
     resumed = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
-    corpus = prepare_corpus(plan.run)
+    corpus = prepare_corpus(plan.run, dist)
     try:
         return built(plan, resumed, corpus, console, dist)
     except BaseException:
@@ -202,9 +203,21 @@ def make_data(
 
 
 @interruptible()  # a stop signal ends it at once; what it wrote is a staging folder, removed
-def prepare_corpus(run: Config) -> PreparedCorpus:
-    """The run's corpus, from the cache or prepared now (kept by `write_files`)."""
-    return prepare(run.data, run.tokenizer)
+def prepare_corpus(run: Config, dist: Distributed) -> PreparedCorpus:
+    """The run's corpus, from the cache or prepared now (kept by `write_files`). Under several
+    processes rank 0 prepares it, and the others read its files (staged until rank 0 keeps them);
+    a corpus rank 0 refuses is refused on every rank."""
+    if not dist.enabled:
+        return prepare(run.data, run.tokenizer)
+    try:
+        corpus = prepare(run.data, run.tokenizer) if dist.is_main else None
+        prepared = dist.share((str(corpus.directory), corpus.manifest, str(corpus.folder)) if corpus else None)
+    except UserError as err:
+        dist.share(err)
+        raise
+    if isinstance(prepared, UserError):
+        raise prepared
+    return corpus or PreparedCorpus(Path(prepared[0]), prepared[1], Path(prepared[2]))
 
 
 def check_compatible(payload: dict, model: GPT, vocab: Vocabulary) -> None:

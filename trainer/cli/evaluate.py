@@ -8,29 +8,20 @@ and nothing is written.
 """
 
 import json
-import os
-import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 from annotated_types import Interval
-from hydra import version
-from hydra._internal.utils import _run_hydra
-from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
 from trainer.checkpoint import load_model
-from trainer.cli.hydra_errors import one_line
-from trainer.cli.main import command_line_parser, fail
-from trainer.cli.preflight import CONF_DIR
+from trainer.cli.checkpoint_command import run_command
+from trainer.cli.main import fail
 from trainer.cli.sample_command import best_or_latest
-from trainer.cli.signals import EXIT_INTERRUPTED
 from trainer.config import register_schemas
 from trainer.contract import check
 from trainer.corpus import DataConfig, PreparedCorpus, prepare
@@ -154,25 +145,6 @@ def append_record(checkpoint: Path, record: dict) -> None:
 
 
 def main() -> None:
-    version.setbase("1.3")
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    register_schemas()
-    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateCommand)
-    parser = command_line_parser("python -m trainer.evaluate checkpoint=PATH [split=test|val] [data=...]")
-    try:
-        args = parser.parse_intermixed_args(sys.argv[1:])
-        if args.multirun:
-            raise ConfigError("--multirun", "one checkpoint is evaluated per command", "one command per checkpoint")
-        keys = [f.name for f in fields(EvaluateCommand)]
-        for override in args.overrides:
-            key = override.split("=", 1)[0].lstrip("+~").split(".")[0]
-            if key not in keys:
-                raise ConfigError(key, "no such key of python -m trainer.evaluate", ", ".join(keys))
-        _run_hydra(args=args, args_parser=parser, task_function=evaluate, config_path=CONF_DIR, config_name="evaluate")
-    except UserError as err:
-        fail(str(err))
-    except (HydraException, OmegaConfBaseException) as err:
-        fail(one_line(err))
-    except KeyboardInterrupt:
-        print("interrupted: nothing written", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    register_schemas()  # the data and tokenizer groups' options
+    usage = "python -m trainer.evaluate checkpoint=PATH [split=test|val] [data=...]"
+    run_command("evaluate", EvaluateCommand, evaluate, usage)

@@ -5,26 +5,15 @@ trainer). Bad input is one line on stderr and exit code 2, and nothing is writte
 the command writes is `out`.
 """
 
-import os
-import sys
-from dataclasses import fields
-
-from hydra import version
-from hydra._internal.utils import _run_hydra
-from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.markup import escape
 
-from trainer.cli.hydra_errors import one_line
-from trainer.cli.main import command_line_parser, fail
-from trainer.cli.preflight import CONF_DIR, quote_text_values
+from trainer.cli.checkpoint_command import run_command
+from trainer.cli.main import fail
 from trainer.cli.sample_command import SampleCommand, draw_samples, prepare, write_records
-from trainer.cli.signals import EXIT_INTERRUPTED
 from trainer.contract import check
-from trainer.errors import ConfigError, UserError
+from trainer.errors import UserError
 
 
 def sample(cfg: DictConfig) -> None:
@@ -69,31 +58,5 @@ def summary(records: list[dict]) -> str:
 
 
 def main() -> None:
-    version.setbase("1.3")
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    ConfigStore.instance().store(name="sample_schema", node=SampleCommand)
-    parser = command_line_parser("python -m trainer.sample checkpoint=PATH [key=value ...]")
-    try:
-        args = parser.parse_intermixed_args(sys.argv[1:])
-        if args.multirun:
-            raise ConfigError("--multirun", "samples are drawn by one command", "one command per setting")
-        refuse_unknown_keys(args.overrides)
-        args.overrides = quote_text_values(args.overrides, ("prompt", "template"))
-        _run_hydra(args=args, args_parser=parser, task_function=sample, config_path=CONF_DIR, config_name="sample")
-    except UserError as err:
-        fail(str(err))
-    except (HydraException, OmegaConfBaseException) as err:
-        fail(one_line(err))
-    except KeyboardInterrupt:
-        print("interrupted: nothing written", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-
-
-def refuse_unknown_keys(overrides: list[str]) -> None:
-    """A key the command does not have (a typo, a trainer key such as mode=..., a hydra.* key: the
-    command has no run folder), named with the keys it has, before Hydra composes anything."""
-    keys = [f.name for f in fields(SampleCommand)]
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key.split(".")[0] not in keys:
-            raise ConfigError(key, "no such key of python -m trainer.sample", ", ".join(keys))
+    usage = "python -m trainer.sample checkpoint=PATH [key=value ...]"
+    run_command("sample", SampleCommand, sample, usage, text_keys=("prompt", "template"))

@@ -2,6 +2,7 @@
 without a result). Imports nothing heavy: the entry point installs its first handlers with it before
 the rest of the package loads."""
 
+import os
 import re
 import signal
 import sys
@@ -18,6 +19,18 @@ EXIT_JOB_LOST = 1  # a job run by submitit ended without a result (stopped, kill
 
 def exit_code(signal_number: int) -> int:
     return EXIT_INTERRUPTED if signal_number == signal.SIGINT else EXIT_TERMINATED
+
+
+def nothing_written_while_loading() -> None:
+    """A stop signal while a command's modules load (a few seconds) ends it with one line and the
+    signal's exit code; the command's own handlers take over once loaded."""
+
+    def stopped(signal_number, frame):
+        print("interrupted: nothing written", file=sys.stderr, flush=True)
+        os._exit(exit_code(signal_number))  # at once: an exception raised here could land inside an import
+
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, stopped)
 
 
 def stopped_before_training(signal_number: int) -> str:

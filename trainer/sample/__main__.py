@@ -1,22 +1,10 @@
 """`python -m trainer.sample checkpoint=PATH [key=value ...]`: samples of a trained model (see
-trainer/cli/sample.py and conf/sample.yaml). A stop signal while the modules load (a few seconds)
-ends the command with one line, as one while it draws does."""
+trainer/cli/sample.py and conf/sample.yaml)."""
 
-import os
-import signal
-import sys
+from trainer.cli.signals import nothing_written_while_loading
 
-from trainer.cli.signals import STOP_SIGNALS, exit_code
+nothing_written_while_loading()  # before the imports that take seconds
 
-
-def _stopped_while_loading(signal_number, frame):
-    print("interrupted: nothing written", file=sys.stderr, flush=True)
-    os._exit(exit_code(signal_number))  # at once: an exception raised here could land inside an import
-
-
-for _signal in STOP_SIGNALS:
-    signal.signal(_signal, _stopped_while_loading)
-
-from trainer.cli.sample import main  # noqa: E402  (after the handlers: loading takes seconds)
+from trainer.cli.sample import main  # noqa: E402
 
 main()
