@@ -21,6 +21,7 @@ from trainer.config import Config
 from trainer.corpus import PreparedCorpus, prepare
 from trainer.curriculum import Curriculum
 from trainer.distributed import ONE_PROCESS, Distributed
+from trainer.ema import WeightAverage
 from trainer.errors import UserError
 from trainer.guard import Guard
 from trainer.interrupt import check_stop, interruptible
@@ -133,6 +134,7 @@ def make_optimization(run: Config, runtime: Runtime, scaler: torch.amp.GradScale
         optim.weight_decay,
         optim.grad_clip,
         runtime.timer,
+        WeightAverage(runtime.raw_model, optim.ema_decay, optim.ema_start) if optim.ema_decay > 0 else None,
     )
 
 

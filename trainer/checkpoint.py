@@ -16,6 +16,7 @@ import torch
 from annotated_types import Ge
 
 from models import GPT, GPTConfig
+from trainer.ema import averaged_state_dict
 from trainer.errors import CheckpointError
 from trainer.vocab import Vocabulary
 
@@ -252,9 +253,10 @@ def load_checkpoint(path: str | Path, key: str = "resume", lazy: bool = False) -
     return payload
 
 
-def load_model(path: str | Path, key: str, modes: tuple[str, ...], allowed: str, device="cpu"):
+def load_model(path: str | Path, key: str, modes: tuple[str, ...], allowed: str, device="cpu", averaged=False):
     """The model of the checkpoint at `path` in eval mode, with its payload; CheckpointError when the
-    checkpoint is not of one of `modes` (a scorer where a generator is needed, say)."""
+    checkpoint is not of one of `modes` (a scorer where a generator is needed, say). `averaged`: with
+    the averaged weights (optim.ema_decay) where the checkpoint has them."""
     payload = load_checkpoint(path, key=key)
     file = find_checkpoint(path, key)
     try:
@@ -266,7 +268,7 @@ def load_model(path: str | Path, key: str, modes: tuple[str, ...], allowed: str,
         raise CheckpointError(key, f"{file} is a checkpoint of a {mode} run", allowed)
     try:
         model = GPT(GPTConfig(**payload["architecture"]))
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(averaged_state_dict(payload) if averaged else payload["model"])
     except (TypeError, ValueError, RuntimeError) as err:
         problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(key, f"{file}: its model cannot be built ({problem})", allowed) from None

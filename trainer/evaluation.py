@@ -4,13 +4,27 @@ objective on the fixed validation set, each rank computing its share (SPEC 6).""
 import torch
 
 from trainer.batches import Stream, generator_for
+from trainer.ema import WeightAverage
 from trainer.objectives import Batch, Objective
 from trainer.runtime import Runtime
 from trainer.step import Data
 
 
+def evaluate(
+    runtime: Runtime, objective: Objective, data: Data, run, step: int, stage: int, ema: WeightAverage | None = None
+) -> dict[str, float]:
+    """The metrics of `measure`; with a weight average, those of the averaged weights, and the
+    validation loss of the trained ones as `val/loss_raw`."""
+    metrics = measure(runtime, objective, data, run, step, stage)
+    if ema is None:
+        return metrics
+    with ema.applied():
+        averaged = measure(runtime, objective, data, run, step, stage)
+    return {**averaged, "val/loss_raw": metrics["val/loss"]}
+
+
 @torch.no_grad()
-def evaluate(runtime: Runtime, objective: Objective, data: Data, run, step: int, stage: int) -> dict[str, float]:
+def measure(runtime: Runtime, objective: Objective, data: Data, run, step: int, stage: int) -> dict[str, float]:
     """`train/loss` on `run.eval_iters` fresh training batches of `step`, and `val/<metric>` for every
     metric of the objective on the validation set; host floats (a host sync)."""
     runtime.model.eval()

@@ -241,7 +241,8 @@ class Trainer:
         )
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate(self.runtime, self.objective, self.data, self.cfg, self.state.step, self.curriculum.stage)
+        args = (self.runtime, self.objective, self.data, self.cfg, self.state.step, self.curriculum.stage)
+        return evaluate(*args, self.optimization.ema)
 
     def checkpoint_payload(self) -> dict:
         """The checkpoint, composed from the parts (format 1: the parts' small states side by side

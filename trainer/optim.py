@@ -32,6 +32,10 @@ class OptimConfig:
         default=None, metadata=horizon("the learning rate decays until step {}")
     )
     schedule: Schedule = Schedule.cosine
+    # an exponential moving average of the weights, used for evaluation and samples (0: none; the
+    # masked-diffusion papers use 0.9999), from the ema_start-th optimizer step on
+    ema_decay: Annotated[float, Interval(ge=0, lt=1)] = 0.0
+    ema_start: Annotated[int, Ge(0)] = 0
 
     def __post_init__(self):
         if self.min_lr > self.lr:

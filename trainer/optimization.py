@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from models import GPT
+from trainer.ema import WeightAverage
 from trainer.reporting.timing import PhaseTimer
 from trainer.transfer import TransferConfig
 
@@ -26,11 +27,13 @@ class Optimization:
         weight_decay: float,
         grad_clip: float,
         timer: PhaseTimer,
+        ema: WeightAverage | None = None,
     ):
         """`schedule(step)` is the scheduled learning rate (optim.learning_rate); `grad_clip` 0 measures
-        the gradient norm without clipping."""
+        the gradient norm without clipping; `ema` averages the weights after each step (optim.ema_decay)."""
         self.model, self.make_optimizer, self.scaler, self.schedule = model, make_optimizer, scaler, schedule
         self.transfer, self.weight_decay, self.grad_clip, self.timer = transfer, weight_decay, grad_clip, timer
+        self.ema = ema
         self.unfrozen = False  # transfer=two_stage: the trunk has joined the optimizer
         self.optimizer = self.build_optimizer()
 
@@ -68,6 +71,8 @@ class Optimization:
     def step(self) -> None:
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update()
         # flush the gradients as soon as we can, no need for this memory anymore
         self.optimizer.zero_grad(set_to_none=True)
         self.timer.lap("optimizer")
@@ -90,8 +95,10 @@ class Optimization:
         self.unfrozen = True
 
     def state_dict(self) -> dict:
-        """The payload entries of a checkpoint (format 1: optimizer, scaler, and `unfrozen` in its state)."""
-        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+        """The payload entries of a checkpoint (format 1: optimizer, scaler, `unfrozen` in its state, and
+        the weight average where there is one)."""
+        average = {"ema": self.ema.state_dict()} if self.ema is not None else {}
+        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), **average}
 
     def load_state_dict(self, payload: dict) -> None:
         """Continue from a checkpoint payload: the groups must match the saved ones (frozen or not)."""
@@ -100,4 +107,6 @@ class Optimization:
         self.optimizer.load_state_dict(payload["optimizer"])
         if payload["scaler"]:  # empty when saved without loss scaling (float32): a float16 resume starts afresh
             self.scaler.load_state_dict(payload["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(payload.get("ema"))
         self.optimizer.zero_grad(set_to_none=True)

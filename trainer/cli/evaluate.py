@@ -47,6 +47,7 @@ class EvaluateCommand:
     draws: Annotated[int, Interval(ge=1, le=1024)] = 4  # Monte Carlo estimates of the ELBO per window
     batch_size: Annotated[int, Interval(ge=1, le=65536)] = 32  # windows per forward pass
     block_size: Annotated[int, Interval(ge=1, le=2**20)] | None = None  # window length; null: the model's
+    ema: bool = True  # the averaged weights, where the run kept an average (optim.ema_decay > 0)
     data: DataConfig | None = None  # another corpus (data=text data.path=..., data=text8 ...): zero-shot
     tokenizer: Any = None  # not read: the checkpoint's tokenizer is used (data=enwik8 chooses one)
     system: SystemConfig = field(default_factory=SystemConfig)
@@ -61,7 +62,7 @@ def evaluate(cfg: DictConfig) -> None:
         command = check(cfg, EvaluateCommand)
         device, autocast, _ = command.system.resolve()
         allowed = "a checkpoint of a language_model or unmasking run (a likelihood of text)"
-        model, payload = load_model(command.checkpoint, "checkpoint", LIKELIHOOD_MODES, allowed, device)
+        model, payload = load_model(command.checkpoint, "checkpoint", LIKELIHOOD_MODES, allowed, device, command.ema)
         length = command.block_size or model.config.block_size
         if length > model.config.block_size:
             raise ConfigError(
@@ -86,6 +87,7 @@ def evaluate(cfg: DictConfig) -> None:
         "data": OmegaConf.to_container(OmegaConf.structured(command.data)) if command.data else "the run's",
         "measure": "exact NLL" if mode == "language_model" else f"ELBO, {command.draws} draws per window",
         "window": length,
+        "weights": "averaged" if command.ema and payload.get("ema") else "trained",
         **units,
     }
     show(record, result)

@@ -42,6 +42,7 @@ class SampleCommand(SamplingConfig):
     ranker: str | None = None  # a sequence_scoring checkpoint: scores every sample, printed best first
     reference: str | None = None  # a language_model checkpoint: each sample's generative perplexity under it
     out: str | None = None  # a JSONL file to (over)write with the samples, one object per sample
+    ema: bool = True  # the averaged weights, where the run kept an average (optim.ema_decay > 0)
     system: SystemConfig = field(default_factory=SystemConfig)
 
     def __post_init__(self):
@@ -102,7 +103,7 @@ def prepare(command: SampleCommand) -> Prepared:
     """Load the checkpoints and check the settings against them; ConfigError/CheckpointError."""
     device, autocast, _ = command.system.resolve()
     allowed = f"a checkpoint of a {' or '.join(GENERATORS)} run"
-    model, payload = load_model(command.checkpoint, "checkpoint", GENERATORS, allowed, device)
+    model, payload = load_model(command.checkpoint, "checkpoint", GENERATORS, allowed, device, command.ema)
     mode = payload["config"]["mode"]["name"]
     sampling = MODES[mode].sampling
     unread = command.unread(sampling)

@@ -1,5 +1,6 @@
 """samples.jsonl: each evaluation's samples, kept in the run folder."""
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -21,7 +22,9 @@ class Samples(Callback):
 
     def on_eval(self, trainer, record: dict) -> None:
         if math.isfinite(record["val/loss"]):
-            samples = self.sampler(trainer.runtime.raw_model, trainer.data.validation_set)
+            ema = trainer.optimization.ema  # the averaged weights write the samples, where there are some
+            with ema.applied() if ema is not None else contextlib.nullcontext():
+                samples = self.sampler(trainer.runtime.raw_model, trainer.data.validation_set)
             trainer.timer.lap("evaluation")  # drawing them is part of the evaluation, not of logging
             trainer.callbacks.on_samples(trainer, samples)
 
