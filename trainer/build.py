@@ -16,7 +16,8 @@ from rich.console import Console
 from models import GPT
 from stability import CheckName, FaultInjector, GradNormCheck, LogitsCheck, LossCheck, ParamsCheck, StabilityMonitor
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
-from trainer.checkpoint import load_checkpoint, require_compatible
+from trainer.checkpoint import load_checkpoint
+from trainer.compatibility import require_compatible
 from trainer.config import Config
 from trainer.corpus import PreparedCorpus, prepare
 from trainer.curriculum import Curriculum

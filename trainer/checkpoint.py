@@ -254,9 +254,8 @@ def load_checkpoint(path: str | Path, key: str = "resume", lazy: bool = False) -
 
 
 def load_model(path: str | Path, key: str, modes: tuple[str, ...], allowed: str, device="cpu", averaged=False):
-    """The model of the checkpoint at `path` in eval mode, with its payload; CheckpointError when the
-    checkpoint is not of one of `modes` (a scorer where a generator is needed, say). `averaged`: with
-    the averaged weights (optim.ema_decay) where the checkpoint has them."""
+    """The model of the checkpoint at `path` in eval mode (`averaged`: its weight average where it has
+    one), with its payload; CheckpointError when it is not of one of `modes` (a scorer for a generator)."""
     payload = load_checkpoint(path, key=key)
     file = find_checkpoint(path, key)
     try:
@@ -273,30 +272,3 @@ def load_model(path: str | Path, key: str, modes: tuple[str, ...], allowed: str,
         problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(key, f"{file}: its model cannot be built ({problem})", allowed) from None
     return model.to(device).eval().requires_grad_(False), payload
-
-
-def check_vocabulary(payload: dict, vocab: Vocabulary, key: str, allowed: str, other: str = "this corpus") -> None:
-    """A checkpoint's ids mean the tokens of its own tokenizer and corpus: refuse one trained with
-    another vocabulary, naming both."""
-    saved = Vocabulary.from_dict(payload["vocab"])
-    if saved != vocab:  # (the same description: the same kind and size, other text)
-        difference = f" ({saved.describe()} vs {vocab.describe()})" if saved.describe() != vocab.describe() else ""
-        raise CheckpointError(key, f"it was trained on another vocabulary than {other}{difference}", allowed)
-
-
-def architecture_mismatch(saved: dict, configured: dict) -> list[str]:
-    """`key: saved -> configured` for every architecture key that differs."""
-    keys = sorted(set(saved) | set(configured))
-    return [f"{k}: {saved.get(k)} -> {configured.get(k)}" for k in keys if saved.get(k) != configured.get(k)]
-
-
-def require_compatible(
-    payload: dict, saved: dict, configured: dict, vocab: Vocabulary, key: str, problem: str, allowed: tuple[str, str]
-) -> None:
-    """Refuse a checkpoint whose architecture (`saved`, against this run's `configured`) or vocabulary
-    differ: CheckpointError naming `key`, with `problem` and each difference, and what is allowed
-    (for the architecture, for the vocabulary)."""
-    check_vocabulary(payload, vocab, key, allowed[1])  # first: another vocabulary is another vocab_size too
-    differences = architecture_mismatch(saved, configured)
-    if differences:
-        raise CheckpointError(key, f"{problem}: " + ", ".join(differences), allowed[0])

@@ -21,7 +21,6 @@ from typing import Annotated
 import numpy as np
 from annotated_types import Ge, Interval
 
-from trainer.batches import TokenWindows, WindowStarts
 from trainer.errors import DataError
 from trainer.interrupt import check_stop
 from trainer.knobs import FREE_ON_RESUME
@@ -156,9 +155,10 @@ class PreparedCorpus:
         """UTF-8 bytes of text per token of a split: loss per token / ln 2 / this = bits per byte."""
         return self.manifest["bytes"][name] / max(self.split_tokens(name), 1)
 
-    def windows(self, name: str, length: int, data: DataConfig) -> TokenWindows:
-        """Windows of `length` tokens of a split, where `data` lets them start; DataError when the
-        split holds none."""
+    def windows(self, name: str, length: int, data: DataConfig):
+        """Windows of `length` tokens of a split (batches.TokenWindows), where `data` lets them start;
+        DataError when the split holds none."""
+        from trainer.batches import TokenWindows, WindowStarts  # torch: not loaded to prepare or find a corpus
         tokens, vocab = self.split(name), self.vocab
         if len(tokens) <= length:
             raise DataError(

@@ -8,6 +8,7 @@ time, so peak memory does not grow with the corpus. The validation split is the 
 where it starts in the one token stream the shards hold, so nothing is copied to split it.
 """
 
+import bisect
 import hashlib
 import json
 import multiprocessing
@@ -22,7 +23,7 @@ import numpy as np
 
 from trainer.errors import DataError
 from trainer.shards import ShardWriter, TokenStream
-from trainer.tokenization import CharTokenizer, Tokenizer, encode_texts, tokenizer_from_dict, train_bpe
+from trainer.tokenization import ByteTokenizer, CharTokenizer, Tokenizer, encode_texts, tokenizer_from_dict, train_bpe
 from trainer.vocab import TokenizerConfig, Vocabulary
 
 FORMAT_VERSION = 2
@@ -70,14 +71,16 @@ def write_corpus(
     n_train = documents - n_val - n_test
     tokenizer = _tokenizer(source, tokenizer_config, n_train if n_val else None)
     vocab = Vocabulary(tokenizer, documents=documents > 1 or not isinstance(tokenizer, CharTokenizer))
-    writer = ShardWriter(folder, vocab.token_dtype)
+    writer, lengths = ShardWriter(folder, vocab.token_dtype), vocab.token_bytes()
     content = hashlib.sha256()
     progress = Progress(source.size_bytes(), "tokenizing")
+    marks = [(0, 0)]  # (tokens, text bytes) written so far, after each piece: the bytes of each split
     firsts = {}  # the first token of the validation and test documents
     for index, ids, ends_document in _encoded(_pieces(source, content, progress), tokenizer, workers, source):
-        writer.write(ids)
         if ends_document and vocab.documents:
-            writer.write(np.array([vocab.eod_id]))
+            ids = np.append(ids, vocab.eod_id)
+        writer.write(ids)
+        marks.append((writer.tokens, marks[-1][1] + int(lengths[ids].sum())))
         if ends_document and index + 1 in (n_train, n_train + n_val):
             firsts[index + 1] = writer.tokens
         progress.tokens = writer.tokens
@@ -85,7 +88,7 @@ def write_corpus(
     shards = writer.close()
     if not writer.tokens:
         raise DataError("data", "the corpus holds no text (its files or rows are empty)", "a corpus with text")
-    if n_val:
+    if n_val:  # the splits start where documents start
         val_start, test_start = firsts[n_train], firsts[n_train + n_val]
     else:
         val_start, test_start = token_splits(writer.tokens, *fractions)
@@ -100,7 +103,7 @@ def write_corpus(
         "documents": {"train": n_train, "val": n_val, "test": n_test} if n_val else None,
         "content_sha256": content.hexdigest(),
     }
-    manifest["bytes"] = split_bytes(folder, manifest, vocab)
+    manifest["bytes"] = split_bytes(TokenStream(folder, manifest), marks, val_start, test_start, lengths)
     (folder / MANIFEST).write_text(json.dumps(manifest))
     return manifest
 
@@ -156,12 +159,14 @@ def _encoded(pieces, tokenizer: Tokenizer, workers: int, source) -> Iterator[tup
     """(document index, ids, ends the document) in order; `workers` processes encode tasks of about
     TASK_BYTES of text, at most 2 per worker in flight (0 or a small corpus: this process)."""
     tasks = _tasks(pieces)
-    if workers == 0 or (source.size_bytes() or SMALL_CORPUS) < SMALL_CORPUS:
+    in_process = isinstance(tokenizer, (CharTokenizer, ByteTokenizer))  # a table lookup: faster than a pipe
+    if in_process or workers == 0 or (source.size_bytes() or SMALL_CORPUS) < SMALL_CORPUS:
         for task in tasks:
             yield from _zip(task, encode_texts(tokenizer, [text for _, text, _ in task]))
         return
     spawn = multiprocessing.get_context("spawn")
-    with spawn.Pool(workers, initializer=_start_worker, initargs=(tokenizer.to_dict(),)) as pool:
+    dtype = np.dtype(Vocabulary(tokenizer).token_dtype).name  # ids travel back in the token files' type
+    with spawn.Pool(workers, initializer=_start_worker, initargs=(tokenizer.to_dict(), dtype)) as pool:
         pending: deque = deque()
         for task in tasks:
             pending.append((task, pool.apply_async(_encode_task, ([text for _, text, _ in task],))))
@@ -190,27 +195,28 @@ def _zip(task, ids):
         yield index, piece_ids, ends
 
 
-_worker_tokenizer: Tokenizer | None = None
+_worker: dict = {}  # a worker process's tokenizer and id type
 
 
-def _start_worker(tokenizer: dict) -> None:
-    global _worker_tokenizer
-    _worker_tokenizer = tokenizer_from_dict(tokenizer)
+def _start_worker(tokenizer: dict, dtype: str) -> None:
+    _worker.update(tokenizer=tokenizer_from_dict(tokenizer), dtype=dtype)
 
 
 def _encode_task(texts: list[str]) -> list[np.ndarray]:
-    return encode_texts(_worker_tokenizer, texts)
+    return [ids.astype(_worker["dtype"]) for ids in encode_texts(_worker["tokenizer"], texts)]
 
 
-def split_bytes(folder: Path, manifest: dict, vocab: Vocabulary) -> dict:
-    """UTF-8 bytes of text in each split (for bits per byte), counted from the ids block by block."""
-    lengths = vocab.token_bytes()
-    stream = TokenStream(folder, manifest)
-    counted, block = {"train": 0, "val": 0, "test": 0}, 1 << 24
-    for split, (start, stop) in split_ranges(manifest).items():
-        for first in range(start, stop, block):
-            counted[split] += int(lengths[stream.read(first, min(first + block, stop))].sum())
-    return counted
+def split_bytes(stream: TokenStream, marks: list[tuple[int, int]], val_start: int, test_start: int, lengths) -> dict:
+    """UTF-8 bytes of text in each split (for bits per byte), from the bytes counted as the pieces
+    were written (`marks`: tokens and bytes so far, after each piece), reading back only the ids
+    between a split's start and the piece it falls in."""
+
+    def before(position: int) -> int:
+        tokens, counted = marks[bisect.bisect_right([m[0] for m in marks], position) - 1]
+        return counted + int(lengths[stream.read(tokens, position)].sum())
+
+    val, test, total = before(val_start), before(test_start), marks[-1][1]
+    return {"train": val, "val": test - val, "test": total - test}
 
 
 class Progress:

@@ -16,7 +16,7 @@ from pathlib import Path
 from trainer.errors import DataError
 from trainer.tokenization import safe_cut
 
-PIECE_BYTES = 4 << 20  # text read per piece
+PIECE_BYTES = 1 << 20  # text read per piece
 TEXT_ALLOWED = "a UTF-8 text file or a folder of them"
 
 Document = Iterator[str]  # the pieces of one document's text

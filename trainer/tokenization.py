@@ -43,8 +43,11 @@ class CharTokenizer:
     kind = "char"
 
     @functools.cached_property
-    def _code_points(self) -> np.ndarray:
-        return np.array([ord(c) for c in self.chars], dtype=np.uint32)
+    def _ids_by_code_point(self) -> np.ndarray:
+        """A table from code point to id (-1: no id), for a gather instead of a search."""
+        table = np.full(max(map(ord, self.chars), default=0) + 1, -1, dtype=np.int64)
+        table[[ord(c) for c in self.chars]] = np.arange(len(self.chars))
+        return table
 
     @property
     def size(self) -> int:
@@ -53,11 +56,12 @@ class CharTokenizer:
     def encode(self, text: str) -> np.ndarray:
         """(n,) int64 ids of the n characters; UnknownCharacter for one that is not in `chars`."""
         points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        ids = np.searchsorted(self._code_points, points).clip(max=self.size - 1)
-        missing = self._code_points[ids] != points
+        table = self._ids_by_code_point
+        ids = table[np.minimum(points, len(table) - 1)]
+        missing = (ids < 0) | (points >= len(table))
         if missing.any():
             raise UnknownCharacter(chr(points[missing.argmax()]))
-        return ids.astype(np.int64)
+        return ids
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
@@ -125,9 +129,18 @@ class HuggingFaceTokenizer:
         return np.array(self._tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
 
     def encode_many(self, texts: list[str]) -> list[np.ndarray]:
-        """Several texts at once (the library spreads them over threads)."""
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [np.array(e.ids, dtype=np.int64) for e in encodings]
+        """Several texts at once: each cut into parts of about SUB_TEXT characters where the cut
+        cannot change the tokens (`safe_cut`), which the library encodes on several threads."""
+        parts = [split_safely(text, SUB_TEXT) for text in texts]
+        encodings = self._tokenizer.encode_batch([p for text in parts for p in text], add_special_tokens=False)
+        ids, start = [], 0
+        for text in parts:
+            chunk = encodings[start : start + len(text)]
+            ids.append(
+                np.concatenate([np.array(e.ids, dtype=np.int64) for e in chunk]) if chunk else np.zeros(0, np.int64)
+            )
+            start += len(text)
+        return ids
 
     def decode(self, ids) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=False)
@@ -257,7 +270,7 @@ def train_bpe(texts, vocab_size: int, min_frequency: int) -> HuggingFaceTokenize
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.train_from_iterator((part for text in texts for part in split_safely(text, SUB_TEXT)), trainer)
     return HuggingFaceTokenizer(json.dumps(json.loads(tokenizer.to_str()), sort_keys=True), "bpe")
 
 
@@ -266,6 +279,19 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
     if isinstance(tokenizer, HuggingFaceTokenizer):
         return tokenizer.encode_many(texts)
     return [tokenizer.encode(text) for text in texts]
+
+
+SUB_TEXT = 1 << 16  # characters per part of a text the Hugging Face library encodes or trains on
+
+
+def split_safely(text: str, size: int) -> list[str]:
+    """`text` in parts of about `size` characters, cut only where `safe_cut` allows."""
+    parts = []
+    while len(text) > size:
+        cut = safe_cut(text, size)
+        parts.append(text[:cut])
+        text = text[cut:]
+    return [*parts, text] if text or not parts else parts
 
 
 def safe_cut(text: str, target: int) -> int:

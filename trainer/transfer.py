@@ -9,7 +9,8 @@ import torch
 from annotated_types import Ge, Gt
 
 from models import GPT
-from trainer.checkpoint import find_checkpoint, load_checkpoint, require_compatible
+from trainer.checkpoint import find_checkpoint, load_checkpoint
+from trainer.compatibility import require_compatible
 from trainer.errors import CheckpointError, ConfigError
 from trainer.vocab import Vocabulary
 

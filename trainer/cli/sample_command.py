@@ -19,7 +19,8 @@ import torch
 from annotated_types import Interval
 from omegaconf import MISSING
 
-from trainer.checkpoint import check_vocabulary, find_checkpoint, load_model
+from trainer.checkpoint import find_checkpoint, load_model
+from trainer.compatibility import check_vocabulary
 from trainer.errors import ConfigError
 from trainer.objectives import MODES
 from trainer.sampling.generate import Canvas, canvas, document, drawn_with, generate, records

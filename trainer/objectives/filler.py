@@ -5,7 +5,8 @@ from enum import Enum
 
 import torch
 
-from trainer.checkpoint import check_vocabulary, load_model
+from trainer.checkpoint import load_model
+from trainer.compatibility import check_vocabulary
 from trainer.errors import CheckpointError
 from trainer.vocab import Vocabulary
 
