@@ -15,7 +15,7 @@ from trainer.config import Config
 from trainer.contract import check
 from trainer.errors import ConfigError
 from trainer.objectives import MODES
-from trainer.tokenization import train_bpe
+from trainer.preparation import train_bpe
 from trainer.vocab import CharTokenizerConfig
 
 GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name not in ("experiment", "logger"))

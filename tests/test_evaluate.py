@@ -4,7 +4,9 @@ import json
 import math
 import random
 import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,4 +196,25 @@ def test_zero_shot_reads_another_corpus_with_the_checkpoints_vocabulary(
     code, _, err = evaluate_command(
         monkeypatch, capsys, tmp_path, f"checkpoint={run}", "data=text", f"data.path={other}", "split=val"
     )
-    assert_rejected(_completed(code, err), "data", "'\u00e9' is not in the checkpoint's vocabulary")
+    assert_rejected(_completed(code, err), "data", "'\u00e9' is not in the vocabulary")
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_give_one_processs_numbers(tmp_path, held_out_runs):
+    import os
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    results = []
+    for processes in (1, 2):
+        launcher = (
+            ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+        )
+        command = [sys.executable, *launcher, "-m", "trainer.evaluate", f"checkpoint={held_out_runs['unmasking']}"]
+        done = subprocess.run(
+            [*command, "draws=2", "batch_size=8"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        results.append(records(held_out_runs["unmasking"])[-1])
+    assert results[0]["nats_per_token"] == pytest.approx(results[1]["nats_per_token"], rel=1e-9)
+    assert results[0]["tokens"] == results[1]["tokens"]

@@ -19,7 +19,7 @@ from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
 from trainer.checkpoint import load_checkpoint
 from trainer.compatibility import require_compatible
 from trainer.config import Config
-from trainer.corpus import PreparedCorpus, prepare
+from trainer.corpus import DataConfig, PreparedCorpus, prepare
 from trainer.curriculum import Curriculum
 from trainer.distributed import ONE_PROCESS, Distributed
 from trainer.ema import WeightAverage
@@ -47,7 +47,7 @@ def build_trainer(plan: JobPlan, console: Console, dist: Distributed = ONE_PROCE
     """The Trainer of a job plan. Under several processes every rank builds the same one; rank 0
     alone writes files and reports (the other ranks get no loggers)."""
     resumed = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
-    corpus = prepare_corpus(plan.run, dist)
+    corpus = prepare_corpus(plan.run.data, plan.run.tokenizer, dist)
     try:
         return built(plan, resumed, corpus, console, dist)
     except BaseException:
@@ -206,14 +206,14 @@ def make_data(
 
 
 @interruptible()  # a stop signal ends it at once; what it wrote is a staging folder, removed
-def prepare_corpus(run: Config, dist: Distributed) -> PreparedCorpus:
-    """The run's corpus, from the cache or prepared now (kept by `write_files`). Under several
-    processes rank 0 prepares it, and the others read its files (staged until rank 0 keeps them);
-    a corpus rank 0 refuses is refused on every rank."""
+def prepare_corpus(data: DataConfig, tokenizer, dist: Distributed = ONE_PROCESS) -> PreparedCorpus:
+    """A run's corpus (data and tokenizer configs), from the cache or prepared now (kept by `save`).
+    Under several processes rank 0 prepares it, and the others read its files (staged until rank 0
+    keeps them); a corpus rank 0 refuses is refused on every rank."""
     if not dist.enabled:
-        return prepare(run.data, run.tokenizer)
+        return prepare(data, tokenizer)
     try:
-        corpus = prepare(run.data, run.tokenizer) if dist.is_main else None
+        corpus = prepare(data, tokenizer) if dist.is_main else None
         prepared = dist.share((str(corpus.directory), corpus.manifest, str(corpus.folder)) if corpus else None)
     except UserError as err:
         dist.share(err)

@@ -28,6 +28,7 @@ from trainer.named_corpora import BenchmarkSource, BuiltinSource
 from trainer.preparation import FORMAT_VERSION, MANIFEST, content_hash, split_ranges, write_corpus
 from trainer.shards import TokenStream
 from trainer.sources import HuggingFaceSource, JsonlSource, ParquetSource, TextSource
+from trainer.tokenization import UnknownCharacter
 from trainer.vocab import TokenizerConfig, Vocabulary
 
 
@@ -159,6 +160,7 @@ class PreparedCorpus:
         """Windows of `length` tokens of a split (batches.TokenWindows), where `data` lets them start;
         DataError when the split holds none."""
         from trainer.batches import TokenWindows, WindowStarts  # torch: not loaded to prepare or find a corpus
+
         tokens, vocab = self.split(name), self.vocab
         if len(tokens) <= length:
             raise DataError(
@@ -228,6 +230,9 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig) -> PreparedCorpus:
         try:
             fractions = (data.val_fraction, data.test_fraction)
             manifest = write_corpus(source, tokenizer, fractions, data.worker_count(), staging)
+        except UnknownCharacter as err:  # a corpus read with another corpus's characters (zero-shot)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DataError("data", f"{err.character!r} is not in the vocabulary", "text of its characters") from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

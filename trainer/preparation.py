@@ -23,7 +23,16 @@ import numpy as np
 
 from trainer.errors import DataError
 from trainer.shards import ShardWriter, TokenStream
-from trainer.tokenization import ByteTokenizer, CharTokenizer, Tokenizer, encode_texts, tokenizer_from_dict, train_bpe
+from trainer.tokenization import (
+    SUB_TEXT,
+    ByteTokenizer,
+    CharTokenizer,
+    HuggingFaceTokenizer,
+    Tokenizer,
+    encode_texts,
+    split_safely,
+    tokenizer_from_dict,
+)
 from trainer.vocab import TokenizerConfig, Vocabulary
 
 FORMAT_VERSION = 2
@@ -112,6 +121,25 @@ def split_ranges(manifest: dict) -> dict[str, tuple[int, int]]:
     """Each split's [start, stop) in the token stream: train, then validation, then test."""
     val, test, total = manifest["val_start"], manifest["test_start"], manifest["tokens"]
     return {"train": (0, val), "val": (val, test), "test": (test, total)}
+
+
+def train_bpe(texts, vocab_size: int, min_frequency: int) -> HuggingFaceTokenizer:
+    """A byte-level BPE (the 256 byte symbols plus merges, up to `vocab_size` ids) trained on the
+    texts of an iterator: the library streams them, counting words, so memory grows with the
+    distinct words, not the corpus. Deterministic for the same texts in the same order."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # (not in the workers)
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator((part for text in texts for part in split_safely(text, SUB_TEXT)), trainer)
+    return HuggingFaceTokenizer(json.dumps(json.loads(tokenizer.to_str()), sort_keys=True), "bpe")
 
 
 def content_hash(source) -> str:

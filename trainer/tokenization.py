@@ -13,7 +13,6 @@ load this module alone.
 
 import functools
 import hashlib
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -253,25 +252,6 @@ def load_tokenizer_json(path: str) -> HuggingFaceTokenizer:
     if tokenizer.decode(tokenizer.encode(probe)) != probe:
         raise TokenizerLoadError(f"{path} does not reproduce text exactly (it normalises or drops characters)", allowed)
     return tokenizer
-
-
-def train_bpe(texts, vocab_size: int, min_frequency: int) -> HuggingFaceTokenizer:
-    """A byte-level BPE (the 256 byte symbols plus merges, up to `vocab_size` ids) trained on the
-    texts of an iterator: the library streams them, counting words, so memory grows with the
-    distinct words, not the corpus. Deterministic for the same texts in the same order."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator((part for text in texts for part in split_safely(text, SUB_TEXT)), trainer)
-    return HuggingFaceTokenizer(json.dumps(json.loads(tokenizer.to_str()), sort_keys=True), "bpe")
 
 
 def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:

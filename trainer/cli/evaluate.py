@@ -18,17 +18,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from trainer.build import prepare_corpus
 from trainer.checkpoint import load_model
 from trainer.cli.checkpoint_command import run_command
 from trainer.cli.main import fail
 from trainer.cli.sample_command import best_or_latest
 from trainer.config import register_schemas
 from trainer.contract import check
-from trainer.corpus import DataConfig, PreparedCorpus, prepare
+from trainer.corpus import DataConfig, PreparedCorpus
+from trainer.distributed import Distributed
 from trainer.errors import ConfigError, DataError, UserError
 from trainer.run_files import EVALUATIONS
 from trainer.system import SystemConfig
-from trainer.tokenization import UnknownCharacter
 from trainer.vocab import TOKENIZERS, GivenTokenizer, Vocabulary
 from trainer.whole_split import SplitLikelihood, diffusion_elbo, language_model_nll
 
@@ -57,7 +58,9 @@ class EvaluateCommand:
 
 
 def evaluate(cfg: DictConfig) -> None:
-    """Hydra's task function: check, load, evaluate, print, append the record."""
+    """Hydra's task function: check, load, evaluate, print, append the record. Under torchrun the
+    processes share the windows and rank 0 reports their sums."""
+    dist = Distributed.start()
     try:
         command = check(cfg, EvaluateCommand)
         device, autocast, _ = command.system.resolve()
@@ -68,17 +71,26 @@ def evaluate(cfg: DictConfig) -> None:
             raise ConfigError(
                 "block_size", f"{length} is longer than the model's", f"at most {model.config.block_size}"
             )
-        corpus = checkpoint_corpus(payload, command)
+        corpus = checkpoint_corpus(payload, command, dist)
         tokens = corpus.split(command.split.value)
+        dist.barrier()  # every rank has opened the files before rank 0 moves them into the cache
         corpus.save()
     except UserError as err:
         fail(str(err))
     mode, vocab = payload["config"]["mode"]["name"], corpus.vocab
     if mode == "language_model":
-        result = language_model_nll(model, tokens, length, command.batch_size, device, autocast)
+        result = language_model_nll(model, tokens, length, command.batch_size, device, autocast, dist)
     else:
-        result = diffusion_elbo(model, tokens, length, command.batch_size, vocab, command.draws, device, autocast)
-    units = result.in_units(corpus.bytes_per_token(command.split.value), vocab.kind == "char")
+        result = diffusion_elbo(model, tokens, length, command.batch_size, vocab, command.draws, device, autocast, dist)
+    dist.stop()
+    if dist.is_main:
+        report(command, payload, corpus, result, length)
+
+
+def report(command: EvaluateCommand, payload: dict, corpus: PreparedCorpus, result: SplitLikelihood, length: int):
+    """The table on the console and the record in evaluations.jsonl."""
+    mode = payload["config"]["mode"]["name"]
+    units = result.in_units(corpus.bytes_per_token(command.split.value), corpus.vocab.kind == "char")
     record = {
         "checkpoint": command.checkpoint,
         "step": payload["state"]["step"],
@@ -90,11 +102,11 @@ def evaluate(cfg: DictConfig) -> None:
         "weights": "averaged" if command.ema and payload.get("ema") else "trained",
         **units,
     }
-    show(record, result)
+    show(record)
     append_record(Path(command.checkpoint), record)
 
 
-def checkpoint_corpus(payload: dict, command: EvaluateCommand) -> PreparedCorpus:
+def checkpoint_corpus(payload: dict, command: EvaluateCommand, dist: Distributed) -> PreparedCorpus:
     """The corpus to evaluate on, read with the checkpoint's vocabulary; DataError naming a
     character or a document boundary the vocabulary cannot express."""
     vocab = Vocabulary.from_dict(payload["vocab"])
@@ -105,11 +117,7 @@ def checkpoint_corpus(payload: dict, command: EvaluateCommand) -> PreparedCorpus
         tokenizer = check(OmegaConf.merge(OmegaConf.structured(schema), saved), schema)
     else:
         data, tokenizer = command.data, GivenTokenizer(vocab.tokenizer)
-    try:
-        corpus = prepare(data, tokenizer)
-    except UnknownCharacter as err:
-        problem = f"{err.character!r} is not in the checkpoint's vocabulary"
-        raise DataError("data", problem, "text of its characters") from None
+    corpus = prepare_corpus(data, tokenizer, dist)
     if corpus.vocab != vocab:
         corpus.discard()
         raise DataError(
@@ -120,7 +128,7 @@ def checkpoint_corpus(payload: dict, command: EvaluateCommand) -> PreparedCorpus
     return corpus
 
 
-def show(record: dict, result: SplitLikelihood) -> None:
+def show(record: dict) -> None:
     console = Console(highlight=False)
     table = Table(title=f"{record['checkpoint']} · step {record['step']} · {record['mode']} · {record['measure']}")
     for column in ("split", "tokens", "nats/token", "bits/char", "bits/byte", "perplexity", "± bits/byte"):
