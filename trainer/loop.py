@@ -1,7 +1,6 @@
 """The training loop. Its parts are built by trainer/build.py and handed in; they decide, the loop
 applies their decisions here, in one place (DESIGN "The Trainer")."""
 
-import json
 from dataclasses import replace
 
 from stability import TrainingDiverged
@@ -10,6 +9,7 @@ from trainer.evaluation import evaluate
 from trainer.guard import GOOD, Decision, Guard, StepHooks, Verdict
 from trainer.objectives import Batch, Objective
 from trainer.optimization import Optimization
+from trainer.reporting import strict_json
 from trainer.reporting.callbacks import CallbackList
 from trainer.run_files import RunFiles
 from trainer.runtime import Runtime
@@ -58,7 +58,7 @@ class Trainer:
         self.callbacks.on_eval(self, metrics)
         record = {"checkpoint": str(self.files.resumed_from), "step": self.state.step}
         record |= {"stage/index": self.curriculum.stage, "eval_iters": self.cfg.eval_iters, **metrics}
-        self.files.append_evaluation(json.dumps(record))
+        self.files.append_evaluation(strict_json.dumps(record))
         return metrics
 
     def fit(self) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.errors import DataError
+from trainer.reporting import strict_json
 from trainer.shards import ShardWriter, TokenStream
 from trainer.tokenization import (
     SUB_TEXT,
@@ -113,7 +114,7 @@ def write_corpus(
         "content_sha256": content.hexdigest(),
     }
     manifest["bytes"] = split_bytes(TokenStream(folder, manifest), marks, val_start, test_start, lengths)
-    (folder / MANIFEST).write_text(json.dumps(manifest))
+    (folder / MANIFEST).write_text(strict_json.dumps(manifest))
     return manifest
 
 

@@ -7,7 +7,6 @@ read with the checkpoint's tokenizer (zero-shot). Bad input is one line on stder
 and nothing is written.
 """
 
-import json
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -28,6 +27,7 @@ from trainer.contract import check
 from trainer.corpus import DataConfig, PreparedCorpus
 from trainer.distributed import Distributed
 from trainer.errors import ConfigError, DataError, UserError
+from trainer.reporting import strict_json
 from trainer.run_files import EVALUATIONS
 from trainer.system import SystemConfig
 from trainer.vocab import TOKENIZERS, GivenTokenizer, Vocabulary
@@ -150,7 +150,7 @@ def append_record(checkpoint: Path, record: dict) -> None:
     """evaluations.jsonl of the run folder the checkpoint is in (beside it, for a loose file)."""
     folder = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     with open(folder / EVALUATIONS, "a") as out:
-        out.write(json.dumps(record) + "\n")
+        out.write(strict_json.dumps(record) + "\n")
     Console(highlight=False).print(f"appended to {folder / EVALUATIONS}", soft_wrap=True)
 
 

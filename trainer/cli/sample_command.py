@@ -7,7 +7,6 @@ vocabulary (the `reference`) may score their generative perplexity. Every checkp
 every setting checked against the models, before anything is drawn or written.
 """
 
-import json
 import math
 import os
 import secrets
@@ -23,6 +22,7 @@ from trainer.checkpoint import find_checkpoint, load_model
 from trainer.compatibility import check_vocabulary
 from trainer.errors import ConfigError
 from trainer.objectives import MODES
+from trainer.reporting import strict_json
 from trainer.sampling.generate import Canvas, canvas, document, drawn_with, generate, records
 from trainer.sampling.quality import generative_perplexity, unigram_entropy
 from trainer.sampling.settings import MAX_SAMPLES, Remasking, Sampling, SamplingConfig
@@ -207,5 +207,5 @@ def write_records(records: list[dict], path: str) -> None:
     """Write the JSONL file atomically: a failed command leaves the previous file as it was."""
     out = Path(path).expanduser()
     staging = out.with_name(f".{out.name}.tmp")
-    staging.write_text("".join(json.dumps(record) + "\n" for record in records))
+    staging.write_text("".join(strict_json.dumps(record) + "\n" for record in records))
     os.replace(staging, out)

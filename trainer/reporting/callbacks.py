@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.errors import require_plain_name
+from trainer.reporting import strict_json
 
 
 @dataclass
@@ -127,7 +128,7 @@ class JsonlLogger(Callback):
 
     def _write(self, record: dict) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(strict_json.dumps(record) + "\n")
 
 
 def eval_record(trainer, metrics: dict) -> dict:
@@ -151,7 +152,7 @@ def truncate_after(path: Path, last: int) -> None:
         return
     kept = [record for record in _records(path) if record.get("step", 0) <= last]
     staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text("".join(json.dumps(record) + "\n" for record in kept))
+    staging.write_text("".join(strict_json.dumps(record) + "\n" for record in kept))
     os.replace(staging, path)  # atomic: a kill now leaves the old file or the new one
 
 

@@ -1,10 +1,10 @@
 """samples.jsonl: each evaluation's samples, kept in the run folder."""
 
 import contextlib
-import json
 import math
 from pathlib import Path
 
+from trainer.reporting import strict_json
 from trainer.reporting.callbacks import Callback, truncate_after
 from trainer.sampling.during_training import Sampler
 
@@ -34,4 +34,4 @@ class Samples(Callback):
     def on_samples(self, trainer, samples: list[dict]) -> None:
         with self.path.open("a") as file:
             for record in samples:
-                file.write(json.dumps({"step": trainer.state.step, **record}) + "\n")
+                file.write(strict_json.dumps({"step": trainer.state.step, **record}) + "\n")

@@ -1,13 +1,13 @@
 """The end of a run: what it achieved and where its files are, for the console and summary.json
 (which the sweep summary reads for each job)."""
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from trainer.checkpoint import BEST
+from trainer.reporting import strict_json
 from trainer.reporting.timing import shares
 
 SUMMARY = "summary.json"
@@ -67,5 +67,5 @@ def describe(summary: dict) -> str:
 
 def write_summary(run_dir: Path, summary: dict) -> None:
     staging = run_dir / f".{SUMMARY}.tmp"
-    staging.write_text(json.dumps(summary, indent=1) + "\n")
+    staging.write_text(strict_json.dumps(summary, indent=1) + "\n")
     os.replace(staging, run_dir / SUMMARY)

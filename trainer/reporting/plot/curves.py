@@ -48,7 +48,7 @@ def read_records(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
         if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
+            records.append({key: math.nan if value is None else value for key, value in record.items()})  # null: NaN
     return records
 
 

@@ -1,0 +1,26 @@
+"""JSON that strict parsers read (JavaScript, Go, dashboards): a value that is not finite (NaN, an
+infinite loss or gradient norm) is written as null, and read back as NaN where a number is expected."""
+
+import json
+import math
+
+
+def finite(value):
+    """`value` with every non-finite float, at any depth, replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
+def dumps(value, **options) -> str:
+    """One strict JSON text (ValueError if anything non-finite were left)."""
+    return json.dumps(finite(value), allow_nan=False, **options)
+
+
+def number(value) -> float:
+    """A metric read back: null (a non-finite value when written) is NaN."""
+    return math.nan if value is None else float(value)
