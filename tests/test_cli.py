@@ -464,3 +464,10 @@ def test_a_stop_while_a_large_corpus_is_prepared_ends_at_once_and_keeps_nothing(
     assert time.monotonic() - signalled < 3, "the preparation ran on after the signal"
     assert not run_dir.exists()
     assert not cache.exists() or not any(cache.iterdir())  # no cache entry, no half-written one
+
+
+def test_help_lists_only_the_groups_a_user_chooses_from(monkeypatch, capsys, tmp_path):
+    result = run_in_process(monkeypatch, capsys, tmp_path, "--help")
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "schema/" not in groups and "system: auto, cpu, cuda\n" in groups
+    assert "model: base, small, tiny" in groups and "tokenizer: bpe, byte, char, pretrained" in groups

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import assert_rejected, tiny_overrides, train
+from tests.conftest import assert_rejected, run_in_process, tiny_overrides, train
 from tests.test_sample import sample_command
 from trainer.checkpoint import load_model
 from trainer.cli.sample_command import best_or_latest
@@ -177,3 +177,17 @@ def test_a_reference_that_is_not_a_language_model_of_the_vocabulary_is_refused(
     code, stdout, stderr = sample_command(monkeypatch, capsys, work, *args)
     assert_rejected(SimpleNamespace(returncode=code, stdout=stdout, stderr=stderr), "reference", fragment)
     assert list(work.iterdir()) == []  # nothing written
+
+
+def test_a_run_with_sample_reference_records_gen_ppl_at_each_evaluation(tmp_path, corpus_file, runs):
+    reference = runs["language_model"]
+    args = tiny_overrides(corpus_file, "mode=unmasking", f"sample.reference={reference}", "max_iters=4")
+    train(tmp_path, args)
+    samples = read_records(tmp_path / "samples.jsonl")
+    assert samples and all(s["gen_ppl"] > 1 and s["unigram_entropy"] >= 0 for s in samples)
+
+
+def test_sample_reference_is_refused_for_a_classifier_run(monkeypatch, capsys, tmp_path, corpus_file, runs):
+    args = tiny_overrides(corpus_file, "mode=token_classification", f"sample.reference={runs['language_model']}")
+    result = run_in_process(monkeypatch, capsys, tmp_path, *args, f"hydra.run.dir={tmp_path / 'r'}")
+    assert_rejected(result, "sample.reference", "is not read in token_classification")

@@ -16,7 +16,7 @@ from rich.console import Console
 from models import GPT
 from stability import CheckName, FaultInjector, GradNormCheck, LogitsCheck, LossCheck, ParamsCheck, StabilityMonitor
 from trainer.batches import BatchStream, Stream, TokenWindows, generator_for
-from trainer.checkpoint import load_checkpoint
+from trainer.checkpoint import load_checkpoint, load_reference
 from trainer.compatibility import require_compatible
 from trainer.config import Config
 from trainer.corpus import DataConfig, PreparedCorpus, prepare
@@ -62,12 +62,13 @@ def built(plan: JobPlan, resumed: dict | None, corpus: PreparedCorpus, console: 
     plan, changes = continued(plan, resumed, runtime.raw_model, vocab)
     run = plan.run
     if resumed is None and run.transfer.kind != TransferKind.none:
-        load_trunk(runtime.raw_model, run.transfer.checkpoint, vocab)
+        changes.append(load_trunk(runtime.raw_model, run.transfer.checkpoint, vocab))  # says which file
     curriculum = run.stages.build(run.masking) if run.mode.staged else Curriculum.unstaged()
     objective = make_objective(run, vocab, curriculum, runtime)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.dtype == torch.float16)
     guard = make_guard(run, runtime, scaler)
-    sampler = make_sampler(run, vocab, objective, runtime.autocast)  # may refuse the prompt
+    reference = load_reference(run.sample.reference, vocab, runtime.device)  # may refuse the file
+    sampler = make_sampler(run, vocab, objective, runtime.autocast, reference)  # may refuse the prompt
     # a logger may refuse (wandb credentials); the other ranks report nothing
     callbacks = make_callbacks(plan, console, runtime, sampler) if dist.is_main else CallbackList([], runtime.timer)
 

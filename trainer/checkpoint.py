@@ -16,6 +16,7 @@ import torch
 from annotated_types import Ge
 
 from models import GPT, GPTConfig
+from trainer.compatibility import check_vocabulary
 from trainer.ema import averaged_state_dict
 from trainer.errors import CheckpointError
 from trainer.vocab import Vocabulary
@@ -232,6 +233,12 @@ def find_checkpoint(path: str | Path, key: str) -> Path:
     return path
 
 
+def best_or_latest(path: str, key: str) -> Path:
+    """A run folder stands for its best.pt (its latest checkpoint when it has none)."""
+    best = Path(path).expanduser() / "checkpoints" / "best.pt"
+    return best if best.is_file() else find_checkpoint(path, key)
+
+
 def load_checkpoint(path: str | Path, key: str = "resume", lazy: bool = False) -> dict:
     """Load a checkpoint on the CPU with `weights_only=True`; CheckpointError for a bad file.
 
@@ -272,3 +279,14 @@ def load_model(path: str | Path, key: str, modes: tuple[str, ...], allowed: str,
         problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(key, f"{file}: its model cannot be built ({problem})", allowed) from None
     return model.to(device).eval().requires_grad_(False), payload
+
+
+def load_reference(path: str | None, vocab: Vocabulary, device) -> torch.nn.Module | None:
+    """A language model of the same vocabulary, to score the samples' generative perplexity; samples
+    longer than its block are read in windows (trainer.sampling.quality.next_token_nll)."""
+    if path is None:
+        return None
+    path = best_or_latest(path, "reference")
+    model, payload = load_model(path, "reference", ("language_model",), "a language_model checkpoint", device)
+    check_vocabulary(payload, vocab, "reference", "a language model trained on the generator's text", "the generator")
+    return model

@@ -9,7 +9,7 @@ import torch
 from annotated_types import Ge, Gt
 
 from models import GPT
-from trainer.checkpoint import find_checkpoint, load_checkpoint
+from trainer.checkpoint import best_or_latest, find_checkpoint, load_checkpoint
 from trainer.compatibility import require_compatible
 from trainer.errors import CheckpointError, ConfigError
 from trainer.vocab import Vocabulary
@@ -60,8 +60,10 @@ class TransferConfig:
         return self.kind in (TransferKind.feature_extraction, TransferKind.two_stage)
 
 
-def load_trunk(model: GPT, path: str, vocab: Vocabulary) -> None:
-    """Copy the trunk (`transformer.*`) of the checkpoint at `path`; the head keeps its fresh init."""
+def load_trunk(model: GPT, path: str, vocab: Vocabulary) -> str:
+    """Copy the trunk (`transformer.*`) of the checkpoint at `path` (a run folder: its best.pt, else its
+    latest checkpoint); the head keeps its fresh init. Returns a line naming the file read."""
+    path = best_or_latest(path, "transfer.checkpoint")
     payload = load_checkpoint(path, key="transfer.checkpoint")
     saved = {k: payload["architecture"].get(k) for k in model.config.trunk()}
     problem = "its trunk differs from the configured model"
@@ -80,6 +82,9 @@ def load_trunk(model: GPT, path: str, vocab: Vocabulary) -> None:
         ) from None
     with torch.no_grad():
         model.transformer.wte.weight[vocab.cls_id].normal_(0.0, CLS_INIT_STD)
+    return (
+        f"transfer: the trunk of {path} (step {payload['state']['step']} of a {payload['config']['mode']['name']} run)"
+    )
 
 
 def parameter_summary(model: torch.nn.Module) -> str:

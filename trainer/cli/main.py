@@ -31,6 +31,7 @@ from rich.console import Console
 from stability import TrainingDiverged
 from trainer.build import build_trainer
 from trainer.checkpoint import CheckpointWriteError
+from trainer.cli.help import register_help
 from trainer.cli.hydra_errors import one_line
 from trainer.cli.preflight import CONF_DIR, job_plan, preflight, quote_text_values
 from trainer.cli.run_folder import claim_run_folder, release_run_folder, releases_run_folder
@@ -230,6 +231,7 @@ def stop_on_signals(trainer) -> None:
 
 def main() -> None:
     register_schemas()
+    register_help(CONF_DIR)
     version.setbase("1.3")
     # Let composition errors reach us instead of Hydra's multi-line report, so they become one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")

@@ -32,7 +32,9 @@ def sample(cfg: DictConfig) -> None:
     for rank, record in enumerate(records, start=1):
         settings = " ".join(f"{key}={value!r}" for key, value in record["settings"].items())
         score = f" · score {record['score']:.4f}" if "score" in record else ""
-        heading = f"[bold]sample {rank} · seed {record['seed']}{score}[/bold]{quality(record)}"
+        # the number the JSONL record holds (`sample`), and the place after ranking
+        place = f" · rank {rank}" if prepared.ranker is not None else ""
+        heading = f"[bold]sample {record['sample']}{place} · seed {record['seed']}{score}[/bold]{quality(record)}"
         console.print(f"{heading} · {escape(settings)}", soft_wrap=True)
         console.print(record["text"], markup=False, soft_wrap=True)
     console.print(summary(records), soft_wrap=True)

@@ -7,7 +7,6 @@ vocabulary (the `reference`) may score their generative perplexity. Every checkp
 every setting checked against the models, before anything is drawn or written.
 """
 
-import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -18,13 +17,13 @@ import torch
 from annotated_types import Interval
 from omegaconf import MISSING
 
-from trainer.checkpoint import find_checkpoint, load_model
+from trainer.checkpoint import best_or_latest, load_model, load_reference
 from trainer.compatibility import check_vocabulary
 from trainer.errors import ConfigError
 from trainer.objectives import MODES
 from trainer.reporting import strict_json
-from trainer.sampling.generate import Canvas, canvas, document, drawn_with, generate, records
-from trainer.sampling.quality import generative_perplexity, unigram_entropy
+from trainer.sampling.generate import Canvas, canvas, drawn_with, generate, records
+from trainer.sampling.quality import measure
 from trainer.sampling.settings import MAX_SAMPLES, Remasking, Sampling, SamplingConfig
 from trainer.sampling.unmasking import Judge
 from trainer.system import SystemConfig
@@ -41,7 +40,6 @@ class SampleCommand(SamplingConfig):
     checkpoint: str = MISSING  # a language_model or unmasking checkpoint, or a run folder (its best.pt)
     judge: str | None = None  # a token_classification checkpoint: its P(replaced) is low_confidence's doubt
     ranker: str | None = None  # a sequence_scoring checkpoint: scores every sample, printed best first
-    reference: str | None = None  # a language_model checkpoint: each sample's generative perplexity under it
     out: str | None = None  # a JSONL file to (over)write with the samples, one object per sample
     ema: bool = True  # the averaged weights, where the run kept an average (optim.ema_decay > 0)
     system: SystemConfig = field(default_factory=SystemConfig)
@@ -61,12 +59,6 @@ class SampleCommand(SamplingConfig):
         if self.out is not None:
             read = (self.checkpoint, self.judge, self.ranker, self.reference)
             check_out(self.out, [path for path in read if path is not None])
-
-
-def best_or_latest(path: str, key: str) -> Path:
-    """A run folder stands for its best.pt (its latest checkpoint when it has none)."""
-    best = Path(path).expanduser() / "checkpoints" / "best.pt"
-    return best if best.is_file() else find_checkpoint(path, key)
 
 
 def check_out(value: str, read: list[str]) -> None:
@@ -141,16 +133,6 @@ def load_ranker(path: str | None, vocab: Vocabulary, length: int, device) -> tor
     return model
 
 
-def load_reference(path: str | None, vocab: Vocabulary, device) -> torch.nn.Module | None:
-    """A language model of the same vocabulary, to score the samples' generative perplexity; samples
-    longer than its block are read in windows (trainer.sampling.quality.next_token_nll)."""
-    if path is None:
-        return None
-    model, payload = load_model(path, "reference", ("language_model",), "a language_model checkpoint", device)
-    check_vocabulary(payload, vocab, "reference", "a language model trained on the generator's text", "the generator")
-    return model
-
-
 def fits(model: torch.nn.Module, length: int, key: str) -> None:
     if length > model.config.block_size:
         raise ConfigError(
@@ -171,28 +153,13 @@ def draw_samples(command: SampleCommand, prepared: Prepared) -> list[dict]:
         record.update(checkpoint=command.checkpoint, step=prepared.step, mode=prepared.mode)
         if command.reference is not None:
             record["reference"] = command.reference
-    measure(drawn, ids, prepared)
+    measure(drawn, ids, prepared.vocab, prepared.reference, prepared.autocast)
     if prepared.ranker is not None:
         scores = score(prepared.ranker, ids, prepared.vocab, prepared.autocast)
         for record, value in zip(drawn, scores):
             record["score"] = value
         drawn.sort(key=lambda record: record["score"])  # lower: fewer positions look regenerated
     return drawn
-
-
-def measure(drawn: list[dict], ids: torch.Tensor, prepared: Prepared) -> None:
-    """Add each sample's `unigram_entropy` (nats) and, with a reference, its `gen_ppl` to its record,
-    both over the ids its text shows (B, L): up to the end of its document. A gen_ppl of a sample of
-    one id (no next token to predict) is None."""
-    shown = [document(row, prepared.vocab) for row in ids.tolist()]
-    for record, row in zip(drawn, shown):
-        record["unigram_entropy"] = unigram_entropy(row)
-    if prepared.reference is None:
-        return
-    lengths = [len(row) for row in shown]
-    ppl = generative_perplexity(prepared.reference, ids, prepared.autocast, prepared.vocab.classes, lengths)
-    for record, value in zip(drawn, ppl.tolist()):
-        record["gen_ppl"] = None if math.isnan(value) else value
 
 
 @torch.no_grad()

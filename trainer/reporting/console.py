@@ -20,7 +20,7 @@ from trainer.reporting.timing import PHASES, shares
 from trainer.snapshot import ROOT, source_files
 from trainer.transfer import parameter_summary
 
-RETURN = "\u21b5"  # a newline in a marked text
+RETURN = "\u21b5"  # a newline in a sample on the console
 STAGE_KEY = re.compile(r"^val/stage_(\d+)_(\w+)$")
 
 
@@ -91,7 +91,7 @@ class ConsoleLogger(Callback):
             self.console.print(
                 f"step {record['step']:>6} | loss {record['train/loss']:.4f} | lr {record['lr']:.2e} | "
                 f"{record['ms_per_step']:.1f} ms/step | {record['tokens_per_second']:,.0f} tok/s | "
-                f"grad norm {record['grad_norm']:.3f} | {time_shares}",
+                f"grad norm {record['grad_norm']:.3f} | {time_shares} | ETA {eta(trainer, record)}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -125,12 +125,24 @@ class ConsoleLogger(Callback):
         self.console.print(describe(run_summary(trainer, "done")), highlight=False, soft_wrap=True)
 
 
+def eta(trainer, record: dict) -> str:
+    """The time the remaining steps take at this interval's pace (a log without a progress bar)."""
+    seconds = int((trainer.cfg.max_iters - record["step"]) * record["ms_per_step"] / 1000)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def visible(text: str) -> str:
+    """A sample on one console line: a newline shows as one character (a return arrow, so marks under
+    the text stay in place), and other control characters as escapes (a barely trained byte model
+    writes some)."""
+    return "".join(RETURN if c == "\n" else c if c == "\t" or c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def sample_lines(record: dict) -> str:
     """A sample as console lines: its text, and what a mode adds (marks under the text, a score)."""
     label = f"seed {record['seed']}" if "seed" in record else f"row {record['sample']}"
     marked = {key: value for key, value in record.items() if key in ("replaced", "predicted", "filled")}
-    # under marks, a newline shows as one character (a return arrow), so the marks stay in place
-    text = record["text"].replace("\n", RETURN) if marked else record["text"]
+    text = visible(record["text"])
     indent = " " * (len(label) + 3)
     lines = [f"[{label}] {text}", *(f"{indent}{value}  <- {key}" for key, value in marked.items())]
     numbers = [f"{key} {value:.3f}" for key, value in record.items() if key in ("regenerated", "score")]

@@ -189,6 +189,10 @@ class WandbLogger(Callback):
 
     def on_train_end(self, trainer) -> None:
         self.close(exit_code=0)
+        if self.config.mode == WandbMode.offline:  # say where the run is, and how it reaches wandb
+            print(
+                f"wandb: offline run in {self.run_dir / 'wandb'}; upload it with `wandb sync {self.run_dir / 'wandb'}`"
+            )
 
     def close(self, exit_code: int = 1) -> None:
         """Finish the wandb run, marked failed for a non-zero `exit_code` (the default: a training that

@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 import torch
 
 from trainer.sampling.generate import canvas, drawn_with, generate, records
+from trainer.sampling.quality import measure
 from trainer.sampling.settings import Sampling, SamplingConfig
 from trainer.vocab import Vocabulary
 
@@ -20,9 +21,12 @@ from trainer.vocab import Vocabulary
 Sampler = Callable[[torch.nn.Module, list], list[dict]]
 
 
-def make_sampler(run, vocab: Vocabulary, objective, autocast: AbstractContextManager) -> Sampler | None:
+def make_sampler(
+    run, vocab: Vocabulary, objective, autocast: AbstractContextManager, reference: torch.nn.Module | None = None
+) -> Sampler | None:
     """The sampler of a run config, or None without samples; ConfigError when the `sample` settings
-    do not fit the model (a prompt character outside the vocabulary, a canvas longer than the block)."""
+    do not fit the model (a prompt character outside the vocabulary, a canvas longer than the block).
+    Its records carry each sample's unigram entropy, and its gen-PPL under `reference` (sample.reference)."""
     settings: SamplingConfig = run.sample
     if settings.num_samples == 0:
         return None
@@ -34,6 +38,9 @@ def make_sampler(run, vocab: Vocabulary, objective, autocast: AbstractContextMan
     seed = settings.seed if settings.seed is not None else run.seed  # fixed: the same at every evaluation
 
     def sampler(model: torch.nn.Module, validation_set: list) -> list[dict]:
-        return records(generate(model, vocab, settings, plan, seed, autocast), vocab, seed, shown)
+        ids = generate(model, vocab, settings, plan, seed, autocast)
+        drawn = records(ids, vocab, seed, shown)
+        measure(drawn, ids, vocab, reference, autocast)
+        return drawn
 
     return sampler

@@ -78,3 +78,18 @@ def next_token_nll(
         pieces.append(F.cross_entropy(logits.transpose(1, 2), targets[:, scored:end], reduction="none"))
         scored = end
     return torch.cat(pieces, dim=1) if pieces else inputs.new_zeros(inputs.shape, dtype=torch.float32)
+
+
+def measure(records: list[dict], ids: torch.Tensor, vocab, reference=None, autocast=None) -> None:
+    """Add each sample's `unigram_entropy` (nats) and, with a `reference` language model, its
+    `gen_ppl` to its record, both over the ids its text shows (ids (B, L): up to the end of its
+    document). The gen_ppl of a sample of one id (no next token to predict) is None."""
+    eod = vocab.eod_id
+    shown = [row[: row.index(eod)] if eod in row else row for row in ids.tolist()]
+    for record, row in zip(records, shown):
+        record["unigram_entropy"] = unigram_entropy(row)
+    if reference is None:
+        return
+    ppl = generative_perplexity(reference, ids, autocast, vocab.classes, [len(row) for row in shown])
+    for record, value in zip(records, ppl.tolist()):
+        record["gen_ppl"] = None if math.isnan(value) else value

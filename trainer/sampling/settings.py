@@ -55,6 +55,9 @@ class SamplingConfig:
     # infill: each `_` is a position to generate (char and byte vocabularies), `{n}` is n tokens to
     # generate (bpe, pretrained); the rest of the text stays
     template: str | None = None
+    # a language_model checkpoint (or run folder) of the same vocabulary: each sample's generative
+    # perplexity under it (gen_ppl), beside its unigram entropy
+    reference: str | None = None
 
     def __post_init__(self):
         self.remasking = Remasking(self.remasking)
@@ -121,7 +124,7 @@ def _schedule(value: Any, steps: int) -> Schedule | list[float]:
 
 # The keys each way of sampling reads; another key changed from its default is refused. A mode
 # without a sampling (the classifiers) shows its predictions on the first validation rows.
-AUTOREGRESSIVE_KEYS = ("num_samples", "length", "seed", "temperature", "top_k", "top_p", "prompt")
+AUTOREGRESSIVE_KEYS = ("num_samples", "length", "seed", "temperature", "top_k", "top_p", "prompt", "reference")
 SAMPLE_KEYS = {
     Sampling.autoregressive: AUTOREGRESSIVE_KEYS,
     Sampling.unmasking: (*AUTOREGRESSIVE_KEYS, "steps", "schedule", "remasking", "randomness", "template"),
