@@ -445,10 +445,10 @@ def test_a_full_disk_ends_the_run_in_one_line_and_keeps_the_earlier_checkpoint(t
 
 
 def test_a_stop_while_a_large_corpus_is_prepared_ends_at_once_and_keeps_nothing(tmp_path):
-    """SIGTERM while a 30-million-character corpus is tokenised (seconds): the command stops there,
-    not after writing the cache entry, and what its line says holds: nothing was kept."""
+    """SIGTERM while a 150-million-character corpus is tokenised (a few seconds): the command stops
+    there, not after writing the cache entry, and what its line says holds: nothing was kept."""
     corpus, cache, run_dir = tmp_path / "large.txt", tmp_path / "cache", tmp_path / "run"
-    corpus.write_text(generated_text(100_000) * 300)
+    corpus.write_text(generated_text(100_000) * 1500)
     command = [sys.executable, "-m", "trainer", *tiny_overrides(corpus), f"hydra.run.dir={run_dir}"]
     environment = {**os.environ, "UNMASKING_LAB_CACHE": str(cache)}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)

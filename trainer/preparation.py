@@ -120,7 +120,8 @@ def write_corpus(
 
 def split_ranges(manifest: dict) -> dict[str, tuple[int, int]]:
     """Each split's [start, stop) in the token stream: train, then validation, then test."""
-    val, test, total = manifest["val_start"], manifest["test_start"], manifest["tokens"]
+    val, total = manifest["val_start"], manifest["tokens"]
+    test = manifest.get("test_start", total)  # (a manifest written before test splits: none)
     return {"train": (0, val), "val": (val, test), "test": (test, total)}
 
 

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from trainer.cli.plugins import check_launcher, is_optuna_sweep, optuna_checks
+from trainer.cli.run_overrides import with_run_overrides
 from trainer.config import Config
 from trainer.contract import check, check_writable
 from trainer.corpus import PreparedCorpus, prepare
@@ -57,6 +58,10 @@ def preflight(args: argparse.Namespace) -> Checked:
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return Checked()
     refuse_group_misuse(args.overrides)
+    if not args.multirun:  # Hydra then composes the same job as this check does
+        args.overrides, taken = with_run_overrides(args.overrides)
+        if taken:
+            print(taken, flush=True)
     key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
     plans, refused, corpora = [], [], {}  # refused: (job number, its run folder, the error) of each refused resume
     with staged(corpora), initialize_config_dir(version_base="1.3", config_dir=CONF_DIR, job_name="trainer"):
