@@ -78,7 +78,7 @@ def train(overrides: list[str], data: Path, steps: int, threads: int) -> dict:
     """The final evaluation's metrics of one training run."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory() as run_dir:
-        args = [*RECIPE, *overrides, *schedule(steps), f"data.path={data}", f"hydra.run.dir={run_dir}"]
+        args = [*RECIPE, *overrides, *schedule(steps), "data=text", f"data.path={data}", f"hydra.run.dir={run_dir}"]
         done = subprocess.run(
             [sys.executable, "-m", "trainer", *args], cwd=ROOT, env=env, capture_output=True, text=True
         )

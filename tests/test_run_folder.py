@@ -152,3 +152,20 @@ def test_the_default_run_name_is_the_start_to_the_millisecond_and_the_process():
     name = compose_config([]).run_name
     assert re.fullmatch(rf"\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d\.\d{{3}}_{os.getpid()}", name), name
     assert compose_config(["seed=3"]).run_name == name
+
+
+def test_a_run_folder_is_enough_to_evaluate_resume_and_sample_it(tmp_path, corpus_file, monkeypatch, capsys):
+    from tests.test_sample import sample_command
+
+    made = run_in_process(monkeypatch, capsys, tmp_path, *tiny_overrides(corpus_file), "run_name=X")
+    assert made.returncode == 0, made.stderr
+    evaluated = run_in_process(monkeypatch, capsys, tmp_path, "run_name=X", "resume=auto", "eval_only=true")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "the run's own overrides apply" in evaluated.stdout and "debug=smoke" in evaluated.stdout
+    resumed = run_in_process(monkeypatch, capsys, tmp_path, "run_name=X", "resume=auto", "max_iters=6")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resume: max_iters changed 4 -> 6" in resumed.stdout and "done: 6 of 6 steps" in resumed.stdout
+    code, out, err = sample_command(monkeypatch, capsys, tmp_path, f"checkpoint={tmp_path / 'outputs' / 'X'}", "seed=1")
+    assert code == 0, err
+    changed = run_in_process(monkeypatch, capsys, tmp_path, "run_name=X", "resume=auto", "batch_size=4")
+    assert_rejected(changed, "resume", "batch_size: 8 -> 4")  # what may change is checked as before
