@@ -79,3 +79,16 @@ def test_the_evaluate_command_uses_the_averaged_weights_unless_told_not_to(tmp_p
     averaged, trained = [json.loads(line) for line in (tmp_path / "run" / "evaluations.jsonl").read_text().splitlines()]
     assert (averaged["weights"], trained["weights"]) == ("averaged", "trained")
     assert averaged["nats_per_token"] != trained["nats_per_token"]
+
+
+def test_a_tied_output_head_is_averaged_with_the_embedding_when_loaded(tmp_path, corpus_file):
+    from trainer.checkpoint import load_model
+
+    args = tiny_overrides(corpus_file, "mode=language_model", "optim.ema_decay=0.5", "max_iters=4")
+    train(tmp_path, args)
+    path = tmp_path / "checkpoints" / "ckpt_0000004.pt"
+    model, payload = load_model(path, "checkpoint", ("language_model",), "", averaged=True)
+    averaged = payload["ema"]["weights"]
+    assert torch.equal(model.lm_head.weight, averaged["transformer.wte.weight"])  # one tensor, the average
+    assert all(torch.equal(p, averaged[n]) for n, p in model.named_parameters())
+    assert not torch.equal(model.lm_head.weight, payload["model"]["lm_head.weight"])

@@ -178,7 +178,7 @@ def test_a_test_split_the_corpus_lacks_and_a_classifier_are_refused(
     classifier = tmp_path / "classifier"
     train(classifier, tiny_overrides(corpus_file, "mode=token_classification", "max_iters=2", "eval_interval=2"))
     code, _, err = evaluate_command(monkeypatch, capsys, tmp_path, f"checkpoint={classifier}")
-    assert_rejected(_completed(code, err), "checkpoint", "token_classification run", "likelihood")
+    assert_rejected(_completed(code, err), "checkpoint", "token_classification training", "likelihood")
 
 
 def test_zero_shot_reads_another_corpus_with_the_checkpoints_vocabulary(

@@ -158,7 +158,7 @@ def test_without_a_reference_every_sample_still_has_its_entropy(monkeypatch, cap
 @pytest.mark.parametrize(
     "reference, fragment",
     [
-        ("{unmasking}", "is a checkpoint of a unmasking run"),
+        ("{unmasking}", "is a checkpoint of unmasking training"),
         ("{other_vocabulary}", "trained on another vocabulary than the generator"),
         ("{missing}", "does not exist"),
     ],

@@ -271,7 +271,7 @@ def load_model(path: str | Path, key: str, modes: tuple[str, ...], allowed: str,
     except (KeyError, TypeError):
         raise CheckpointError(key, f"{file} lacks a run's config, vocabulary or state", allowed) from None
     if mode not in modes:
-        raise CheckpointError(key, f"{file} is a checkpoint of a {mode} run", allowed)
+        raise CheckpointError(key, f"{file} is a checkpoint of {mode} training", allowed)
     try:
         model = GPT(GPTConfig(**payload["architecture"]))
         model.load_state_dict(averaged_state_dict(payload) if averaged else payload["model"])

@@ -42,6 +42,7 @@ class CorpusName(str, Enum):
     enwik8 = "enwik8"  # the benchmark file (or its zip) at data.path: bytes, 90M / 5M / 5M
 
 
+BENCHMARKS = {CorpusName.text8, CorpusName.enwik8}
 PATH_KINDS = {CorpusName.text, CorpusName.jsonl, CorpusName.parquet, CorpusName.text8, CorpusName.enwik8}
 
 
@@ -75,7 +76,8 @@ class DataConfig:
 
     def __post_init__(self):
         if self.name in PATH_KINDS and not self.path:
-            raise DataError("data.path", f"missing for data={self.name.value}", "a file or a folder of them")
+            what = f"the {self.name.value} file or its zip" if self.name in BENCHMARKS else "a file or a folder of them"
+            raise DataError("data.path", f"missing for data={self.name.value}", what)
         if self.name in PATH_KINDS and not Path(self.path).expanduser().exists():
             raise DataError("data.path", f"{self.path} does not exist", "a file or a folder of them")
         if self.name not in PATH_KINDS and self.path:
@@ -149,7 +151,11 @@ class PreparedCorpus:
     def _range(self, name: str) -> tuple[int, int]:
         start, stop = split_ranges(self.manifest)[name]
         if name == "test" and start == stop:
-            raise DataError("split", "test, and the corpus was prepared without a test split", "data.test_fraction > 0")
+            raise DataError(
+                "split",
+                "test, and the corpus was prepared without a test split",
+                "split=val, or data.test_fraction > 0",
+            )
         return start, stop
 
     def bytes_per_token(self, name: str) -> float:

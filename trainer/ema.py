@@ -41,8 +41,12 @@ class WeightAverage:
             torch._foreach_copy_([p.detach() for p in self.model.parameters()], own)
 
     def state_dict(self) -> dict:
-        """{"updates", "weights": {parameter name: tensor}}: a model state dict of the averaged weights."""
-        return {"updates": self.updates, "weights": {n: w.clone() for n, w in zip(self.names, self.weights)}}
+        """{"updates", "weights": {parameter name: tensor}}: the averaged weights under every name the
+        model's state dict gives them (a tied output head shares the embedding's), so they replace
+        all of its parameters when loaded over it."""
+        averaged = {id(p): w for p, w in zip(self.model.parameters(), self.weights)}
+        names = self.model.named_parameters(remove_duplicate=False)
+        return {"updates": self.updates, "weights": {n: averaged[id(p)].clone() for n, p in names}}
 
     def load_state_dict(self, state: dict | None) -> None:
         """The saved average; None (a checkpoint written without one) starts it from the weights."""
