@@ -67,7 +67,7 @@ def built(plan: JobPlan, resumed: dict | None, corpus: PreparedCorpus, console: 
     objective = make_objective(run, vocab, curriculum, runtime)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.dtype == torch.float16)
     guard = make_guard(run, runtime, scaler)
-    reference = load_reference(run.sample.reference, vocab, runtime.device)  # may refuse the file
+    reference = load_reference(run.sample.reference, vocab, runtime.device, "sample.reference")  # may refuse it
     sampler = make_sampler(run, vocab, objective, runtime.autocast, reference)  # may refuse the prompt
     # a logger may refuse (wandb credentials); the other ranks report nothing
     callbacks = make_callbacks(plan, console, runtime, sampler) if dist.is_main else CallbackList([], runtime.timer)

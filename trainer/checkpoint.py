@@ -281,12 +281,12 @@ def load_model(path: str | Path, key: str, modes: tuple[str, ...], allowed: str,
     return model.to(device).eval().requires_grad_(False), payload
 
 
-def load_reference(path: str | None, vocab: Vocabulary, device) -> torch.nn.Module | None:
+def load_reference(path: str | None, vocab: Vocabulary, device, key: str = "reference") -> torch.nn.Module | None:
     """A language model of the same vocabulary, to score the samples' generative perplexity; samples
     longer than its block are read in windows (trainer.sampling.quality.next_token_nll)."""
     if path is None:
         return None
-    path = best_or_latest(path, "reference")
-    model, payload = load_model(path, "reference", ("language_model",), "a language_model checkpoint", device)
-    check_vocabulary(payload, vocab, "reference", "a language model trained on the generator's text", "the generator")
+    path = best_or_latest(path, key)
+    model, payload = load_model(path, key, ("language_model",), "a language_model checkpoint", device)
+    check_vocabulary(payload, vocab, key, "a language model trained on the generator's text", "the generator")
     return model

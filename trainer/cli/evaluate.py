@@ -129,10 +129,14 @@ def checkpoint_corpus(payload: dict, command: EvaluateCommand, dist: Distributed
 
 
 def show(record: dict) -> None:
-    console = Console(highlight=False)
-    table = Table(title=f"{record['checkpoint']} · step {record['step']} · {record['mode']} · {record['measure']}")
+    console = Console(highlight=False, width=max(Console().width, 120))  # the table's columns on one line
+    title = (
+        f"{record['checkpoint']} · step {record['step']} · {record['mode']} · {record['measure']} · "
+        f"windows of {record['window']} · {record['weights']} weights"
+    )
+    table = Table(title=title)
     for column in ("split", "tokens", "nats/token", "bits/char", "bits/byte", "perplexity", "± bits/byte"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     error = record.get("standard_error_bits_per_byte")
     table.add_row(
         record["split"],
