@@ -259,7 +259,7 @@ def test_the_sample_command_uses_the_checkpoints_tokenizer(monkeypatch, capsys, 
 def test_a_resume_with_another_tokenizer_is_refused_naming_both(tmp_path, monkeypatch, capsys, bpe_run, corpus_file):
     run_dir, args, _ = bpe_run
     checkpoint = run_dir / "checkpoints" / "ckpt_0000004.pt"
-    char_args = [a for a in args if not a.startswith("tokenizer")]
+    char_args = [a for a in args if not a.startswith("tokenizer")] + ["tokenizer=char"]  # (untyped: the run's own)
     result = run_in_process(
         monkeypatch, capsys, tmp_path, *char_args, f"resume={checkpoint}", f"hydra.run.dir={tmp_path / 'r'}",
         "resume_changes=[tokenizer.name]",

@@ -39,7 +39,11 @@ def with_run_overrides(overrides: list[str]) -> tuple[list[str], str | None]:
     if stored is None or not stored.is_file():
         return overrides, None
     typed = {key_of(o) for o in overrides}
-    taken = [o for o in OmegaConf.load(stored) if key_of(o) not in typed and key_of(o) not in STATED_EACH_TIME]
+
+    def restated(key: str) -> bool:  # typed again, or below a group typed again (tokenizer=char drops tokenizer.*)
+        return key in STATED_EACH_TIME or any(key == t or key.startswith(t + ".") for t in typed)
+
+    taken = [o for o in OmegaConf.load(stored) if not restated(key_of(o))]
     if not taken:
         return overrides, None
     return [*taken, *overrides], f"resume: the run's own overrides apply ({stored}): {' '.join(taken)}"
