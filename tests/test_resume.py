@@ -246,3 +246,21 @@ def test_resume_auto_passes_over_a_damaged_newest_checkpoint(tmp_path, corpus_fi
     assert CheckpointDirectory(checkpoints, 5).lineage() == [4, 8, 12]
     assert torch.load(damaged, weights_only=True)["state"]["step"] == 8  # written again, whole
     assert not list(checkpoints.glob(".*.tmp"))
+
+
+def test_a_run_whose_best_is_step_0_keeps_it_as_best_pt(tmp_path, corpus_file, monkeypatch):
+    from trainer.loop import Trainer
+
+    evaluate = Trainer.evaluate
+
+    def worse_later(self):  # every evaluation after step 0 is worse than the first
+        metrics = evaluate(self)
+        return {**metrics, "val/loss": metrics["val/loss"] + self.state.step}
+
+    monkeypatch.setattr(Trainer, "evaluate", worse_later)
+    trainer, _ = train(tmp_path, tiny_overrides(corpus_file, "max_iters=8", "eval_interval=4"))
+    best = tmp_path / "checkpoints" / "best.pt"
+    assert trainer.state.best_step == 0 and best.is_file()
+    assert torch.load(best, weights_only=True)["state"]["step"] == 0
+    resumed, printed = train(tmp_path, tiny_overrides(corpus_file, "max_iters=12", "eval_interval=4", "resume=auto"))
+    assert best.is_file() and "removed best.pt" not in printed  # the resume keeps it: it is the line's best

@@ -116,6 +116,11 @@ class CheckpointDirectory:
         """The file of the checkpoint of `step` (whether or not it exists)."""
         return self.directory / f"ckpt_{step:07d}.pt"
 
+    def keep_as_best(self, payload: dict) -> None:
+        """`best.pt` holds a state that has no checkpoint of its own (step 0's, kept in memory)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _atomic_save(payload, self.directory / BEST)
+
     def _link_best(self, path: Path) -> None:
         # A hard link costs no second write; the rename keeps `best.pt` always complete.
         staging = self.directory / f".{BEST}.tmp"

@@ -50,12 +50,20 @@ class RunFiles:
             self.snapshot = copy.deepcopy(payload())
             return None
         if self.writes:
+            if not is_best and self.best_in_memory():
+                self.checkpoints.keep_as_best(self.snapshot)
             self.last_checkpoint = self.checkpoints.save(payload(), step, is_best)
         else:  # rank 0 writes it; a rollback here reads it back
             self.last_checkpoint = self.checkpoints.path_of(step)
         self.snapshot = None
         self.timer.lap("checkpoint")
         return self.last_checkpoint
+
+    def best_in_memory(self) -> bool:
+        """Whether the best state is step 0's, which is kept in memory only: a run whose later
+        evaluations are no better writes it as best.pt with its first checkpoint."""
+        state = self.snapshot["state"] if self.snapshot is not None else {}
+        return state.get("step") == 0 and state.get("best_step") == 0
 
     def append_evaluation(self, line: str) -> None:
         """eval_only: one JSON line appended to evaluations.jsonl (rank 0)."""
