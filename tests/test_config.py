@@ -137,7 +137,8 @@ def test_modes_without_a_curriculum_unset_it():
 
 
 def test_nanogpt_cpu_recipe():
-    run = check(compose_config(["experiment=shakespeare_lm_cpu"]))  # the built-in plays: no download
+    run = check(compose_config(["experiment=shakespeare_lm_cpu"]))
+    assert run.data.name == "shakespeare" and run.data.path is None  # the built-in plays: no download, no file
     assert run.mode.name == "language_model" and run.mode.attention == "causal"
     assert run.model.positions == "learned" and not run.model.bias
     assert (run.model.n_layer, run.model.n_head, run.model.n_embd, run.model.dropout) == (4, 4, 128, 0.0)

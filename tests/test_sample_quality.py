@@ -140,6 +140,7 @@ def test_the_command_records_and_prints_gen_ppl_and_entropy(monkeypatch, capsys,
         assert record["unigram_entropy"] == pytest.approx(unigram_entropy(vocab.encode(record["text"]).tolist()))
         assert f"gen-PPL {record['gen_ppl']:.2f} · entropy {record['unigram_entropy']:.3f}" in stdout
         assert record["reference"] == str(best_or_latest(str(lm), "reference"))
+    assert f"reference: {best_or_latest(str(lm), 'reference')}" in stdout  # the file the run folder stood for
     mean_ppl = sum(r["gen_ppl"] for r in records) / 3
     mean_entropy = sum(r["unigram_entropy"] for r in records) / 3
     assert f"mean gen-PPL {mean_ppl:.2f} · mean unigram entropy {mean_entropy:.3f} nats" in stdout

@@ -29,6 +29,9 @@ def sample(cfg: DictConfig) -> None:
     count = f"{len(records)} sample{'s' * (len(records) != 1)}"
     source = f"{escape(command.checkpoint)} ({prepared.mode}, step {prepared.step})"
     console.print(f"{count} of {source}{ranked}", soft_wrap=True)
+    for key in ("judge", "ranker", "reference"):  # each file read, as a run folder resolved to it
+        if getattr(command, key) is not None:
+            console.print(f"{key}: {escape(getattr(command, key))}", soft_wrap=True)
     for rank, record in enumerate(records, start=1):
         settings = " ".join(f"{key}={value!r}" for key, value in record["settings"].items())
         score = f" · score {record['score']:.4f}" if "score" in record else ""
