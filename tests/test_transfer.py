@@ -239,7 +239,7 @@ def test_a_scorer_checkpoint_is_no_unmasking_model(tmp_path, corpus_file, unmask
         f"mode.unmasking_checkpoint={run_dir / 'checkpoints' / 'ckpt_0000002.pt'}",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
-    assert_rejected(result, "mode.unmasking_checkpoint", "sequence_scoring run")
+    assert_rejected(result, "mode.unmasking_checkpoint", "sequence_scoring training")
 
 
 def test_random_replacements_need_no_unmasking_model(tmp_path, corpus_file):
