@@ -164,7 +164,7 @@ def test_feature_extraction_trains_only_the_head(tmp_path, corpus_file, unmaskin
             "eval_interval=5",
         ),
     )
-    assert f"transfer: the trunk of {unmasking_checkpoint} (step " in printed  # the file read, named
+    assert f"transfer: the trunk of {unmasking_checkpoint} (step " in printed and "unmasking training)" in printed
     source = torch.load(unmasking_checkpoint, weights_only=True)["model"]
     state = trainer.runtime.raw_model.state_dict()
     cls_id = trainer.files.vocab.cls_id

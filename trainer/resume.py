@@ -189,7 +189,7 @@ def reconcile(payload: dict, current: dict, run: Config) -> Reconciliation:
             "the same values, or resume_changes=[KEY, ...]",
         )
     # the user typed resume and eval_only to resume; run_name is the folder's name, a timestamp by default
-    shown = [k for k in changed if k not in ("resume", "eval_only", "run_name")]
+    shown = [k for k in changed if k not in ("resume", "resume_changes", "eval_only", "run_name")]
     changes = [f"resume: {k} changed {before.get(k)!r} -> {after.get(k)!r}" for k in shown]
     return Reconciliation(kept, changes + horizon_lines(kept, run))
 

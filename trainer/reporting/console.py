@@ -60,12 +60,12 @@ class ConsoleLogger(Callback):
             BarColumn(),
             MofNCompleteColumn(),
             TaskProgressColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),  # before the long columns, so a narrow terminal still shows it
             TextColumn("{task.fields[speed]} it/s"),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("lr {task.fields[lr]}"),
             TextColumn("{task.fields[time]}"),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
             console=self.console,
         )
         self.task = self.progress.add_task(
