@@ -82,7 +82,8 @@ def load_trunk(model: GPT, path: str, vocab: Vocabulary) -> str:
         ) from None
     with torch.no_grad():
         model.transformer.wte.weight[vocab.cls_id].normal_(0.0, CLS_INIT_STD)
-    return f"transfer: the trunk of {path} (step {payload['state']['step']} of {payload['config']['mode']['name']} training)"
+    state, mode = payload["state"], payload["config"]["mode"]["name"]
+    return f"transfer: the trunk of {path} (step {state['step']} of {mode} training)"
 
 
 def parameter_summary(model: torch.nn.Module) -> str:
