@@ -14,10 +14,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from models import Attention, Head, ModelConfig
 from tests.conftest import assert_rejected, command_in_process, run_in_process, tiny_overrides, train
-from trainer.checkpoint import load_model
+from trainer.checkpoint import best_or_latest, load_model
 from trainer.cli import sample as cli
 from trainer.cli.preflight import quote_text_values
-from trainer.cli.sample_command import best_or_latest, score
+from trainer.cli.sample_command import score
 from trainer.errors import ConfigError
 from trainer.objectives.likelihood import masked_counts, nll_bound
 from trainer.reporting.console import visible

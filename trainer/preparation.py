@@ -157,17 +157,15 @@ def _tokenizer(source, config: TokenizerConfig, train_documents: int | None) -> 
     text for a corpus of one document); byte and pretrained need no pass."""
     if not config.trained:
         return config.load()
-    texts = (text for _, text, _ in _pieces(source, None, Progress(source.size_bytes(), "reading")))
+    pieces = _pieces(source, None, Progress(source.size_bytes(), "reading"))
     if config.name.value == "char":
         seen = np.zeros(0x110000, dtype=bool)
-        for text in texts:
+        for _, text, _ in pieces:
             seen[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)] = True
         return CharTokenizer(tuple(chr(c) for c in np.flatnonzero(seen)))
     if train_documents is not None:  # stop reading where the validation documents begin
-        texts = (
-            text for _, text, _ in takewhile(lambda piece: piece[0] < train_documents, _pieces(source, None, None))
-        )
-    return train_bpe(texts, config.vocab_size, config.min_frequency)
+        pieces = takewhile(lambda piece: piece[0] < train_documents, pieces)
+    return train_bpe((text for _, text, _ in pieces), config.vocab_size, config.min_frequency)
 
 
 def _pieces(source, content, progress) -> Iterator[tuple[int, str, bool]]:

@@ -18,15 +18,15 @@ from rich.console import Console
 from rich.table import Table
 
 from trainer.build import prepare_corpus
-from trainer.checkpoint import load_model
+from trainer.checkpoint import best_or_latest, load_model
 from trainer.cli.checkpoint_command import run_command
 from trainer.cli.main import fail
-from trainer.cli.sample_command import best_or_latest
+from trainer.compatibility import check_vocabulary
 from trainer.config import register_schemas
 from trainer.contract import check
 from trainer.corpus import DataConfig, PreparedCorpus
 from trainer.distributed import Distributed
-from trainer.errors import ConfigError, DataError, UserError
+from trainer.errors import ConfigError, UserError
 from trainer.reporting import strict_json
 from trainer.run_files import EVALUATIONS
 from trainer.system import SystemConfig
@@ -118,13 +118,12 @@ def checkpoint_corpus(payload: dict, command: EvaluateCommand, dist: Distributed
     else:
         data, tokenizer = command.data, GivenTokenizer(vocab.tokenizer)
     corpus = prepare_corpus(data, tokenizer, dist)
-    if corpus.vocab != vocab:
+    try:
+        allowed = "the corpus it was trained on, or one of the same characters and document layout"
+        check_vocabulary(payload, corpus.vocab, "data", allowed)
+    except UserError:
         corpus.discard()
-        raise DataError(
-            "data",
-            f"the checkpoint's vocabulary ({vocab.describe()}) cannot read this corpus ({corpus.vocab.describe()})",
-            "the corpus it was trained on, or one of the same characters and document layout",
-        )
+        raise
     return corpus
 
 

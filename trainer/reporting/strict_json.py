@@ -1,5 +1,5 @@
 """JSON that strict parsers read (JavaScript, Go, dashboards): a value that is not finite (NaN, an
-infinite loss or gradient norm) is written as null, and read back as NaN where a number is expected."""
+infinite loss or gradient norm) is written as null (the curves read it back as NaN)."""
 
 import json
 import math
@@ -19,8 +19,3 @@ def finite(value):
 def dumps(value, **options) -> str:
     """One strict JSON text (ValueError if anything non-finite were left)."""
     return json.dumps(finite(value), allow_nan=False, **options)
-
-
-def number(value) -> float:
-    """A metric read back: null (a non-finite value when written) is NaN."""
-    return math.nan if value is None else float(value)

@@ -13,6 +13,8 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 import torch.nn.functional as F
 
+from trainer.sampling.generate import document
+
 
 def unigram_entropy(ids: Sequence[int] | torch.Tensor) -> float:
     """The entropy in nats of the token distribution of one sample, H = sum_t p_t ln(1 / p_t) with
@@ -21,11 +23,6 @@ def unigram_entropy(ids: Sequence[int] | torch.Tensor) -> float:
     ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
     n = len(ids)
     return sum(count / n * math.log(n / count) for count in Counter(ids).values())
-
-
-def unigram_entropies(rows: Sequence[Sequence[int]] | torch.Tensor) -> list[float]:
-    """`unigram_entropy` of each sample of a batch: rows (B, n) or a list of B sequences -> B floats."""
-    return [unigram_entropy(row) for row in rows]
 
 
 @torch.no_grad()
@@ -84,8 +81,7 @@ def measure(records: list[dict], ids: torch.Tensor, vocab, reference=None, autoc
     """Add each sample's `unigram_entropy` (nats) and, with a `reference` language model, its
     `gen_ppl` to its record, both over the ids its text shows (ids (B, L): up to the end of its
     document). The gen_ppl of a sample of one id (no next token to predict) is None."""
-    eod = vocab.eod_id
-    shown = [row[: row.index(eod)] if eod in row else row for row in ids.tolist()]
+    shown = [document(row, vocab) for row in ids.tolist()]
     for record, row in zip(records, shown):
         record["unigram_entropy"] = unigram_entropy(row)
     if reference is None:
